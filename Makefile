@@ -1,0 +1,64 @@
+# POS Gateway: `make run` serves a demo on http://127.0.0.1:8000, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint format node-deps browser screenshots clean bench bench-smoke
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Node and the npm `ws` package run the seed's own JavaScript examples in the suite.
+tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/node --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the Node tests will be skipped"; fi
+
+node-deps: tests/node/node_modules/.installed
+
+# The dashboard's browser tests drive Debian's chromium (Playwright never downloads a browser).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+		else echo "chromium not found: the browser tests will be skipped (a failure under CI=true)"; fi; \
+	fi
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py demo_setup
+	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne --websocket_timeout -1 -b $(HOST) -p $(PORT) posgateway.asgi:application
+
+test: install node-deps browser
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Retake the README's dashboard screenshots (docs/screenshots/) from the browser tests.
+screenshots: install browser
+	UPDATE_SCREENSHOTS=1 $(VENV)/bin/pytest -m browser $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) tests/node/node_modules db.sqlite3 db.sqlite3-*
+
+# The benchmark (issue 7): gateway and reference relay side by side; see docs/performance.md.
+bench: install
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+bench-smoke: install
+	$(PY) bench/run.py --smoke

@@ -1,0 +1,274 @@
+"""POS Gateway settings: read from the environment in this one place.
+
+No environment at all gives the embedded default (SQLite file + in-memory channel layer);
+DATABASE_URL and REDIS_URL switch to PostgreSQL and channels-redis for production.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from exc
+
+
+def env_int(name: str, default: int) -> int:
+    return int(env_float(name, default))
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY") or "insecure-development-key-set-SECRET_KEY-in-production"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "terminals",
+    "payments",
+    "sessions.apps.TerminalSessionsConfig",
+    "posgateway.dashboard.apps.DashboardConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "posgateway.urls"
+ASGI_APPLICATION = "posgateway.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 600),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the writer; IMMEDIATE takes the write lock up front so two
+    # writers queue (busy timeout) instead of failing with "database is locked" on upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    DATABASES["default"]["TEST"] = {"NAME": env_str("SQLITE_TEST_NAME") or None}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer --------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    import redis.exceptions
+
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # The redis client raises instead of waiting once its pool is used
+                        # up; a reconnect storm needs far more than its default of 100.
+                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000),
+                        "socket_connect_timeout": 2,
+                        # After a Redis restart every pooled connection is dead but looks
+                        # idle; retry once on a fresh one instead of failing that request.
+                        "retry_on_error": [redis.exceptions.ConnectionError],
+                        # channels-redis blocks 5 s in BZPOPMIN waiting for messages; redis-py
+                        # 8 defaults socket_timeout to 5 s, which kills a quiet consumer (1011).
+                        "socket_timeout": 15,
+                    }
+                ],
+                # One inbox per process holds messages for all its sockets: 100 (the
+                # default) silently drops under load. Delivery guarantees come from the
+                # database anyway; this only keeps the fast path fast.
+                "capacity": env_int("CHANNEL_CAPACITY", 10000),
+                "expiry": 60,
+                "prefix": env_str("CHANNEL_PREFIX", "posgw"),
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": env_int("CHANNEL_CAPACITY", 10000), "expiry": 60},
+        }
+    }
+
+# --- Gateway behaviour (contract section 1 and 7) -------------------------------------------
+PAYMENT_TIMEOUT_S = env_float("PAYMENT_TIMEOUT_S", 120)
+HEARTBEAT_INTERVAL_S = env_float("HEARTBEAT_INTERVAL_S", 30)
+HEARTBEAT_TIMEOUT_S = env_float("HEARTBEAT_TIMEOUT_S", 10)
+RECONNECT_GRACE_S = env_float("RECONNECT_GRACE_S", 60)
+MAX_MESSAGE_BYTES = env_int("MAX_MESSAGE_BYTES", 65536)
+# How often each process sweeps for timed-out payments, stale sockets and expired grace.
+SWEEP_INTERVAL_S = env_float("SWEEP_INTERVAL_S", 1.0)
+# Unacknowledged results are re-sent on connect for this long.
+REDELIVERY_WINDOW_S = env_float("REDELIVERY_WINDOW_S", 24 * 3600)
+# Flood guards (contract section 7 "Limits"): frames per connection (sustained rate and burst),
+# WebSocket handshakes per client address and process, live connections per store.
+WS_FRAMES_PER_S = env_float("WS_FRAMES_PER_S", 500)
+WS_FRAMES_BURST = env_int("WS_FRAMES_BURST", 1000)
+WS_HANDSHAKES_PER_S = env_float("WS_HANDSHAKES_PER_S", 1000)
+MAX_CONNECTIONS_PER_STORE = env_int("MAX_CONNECTIONS_PER_STORE", 10000)
+# A Terminal API session without a request for this long expires (the terminal is told).
+SESSION_MAX_AGE_S = env_float("SESSION_MAX_AGE_S", 1800)
+# A display or input request times out this long after its durationMs or maxInputTimeMs.
+TERMINAL_REQUEST_TIMEOUT_S = env_float("TERMINAL_REQUEST_TIMEOUT_S", 30)
+
+# --- Auth, i18n, static ---------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/dashboard/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# --- REST API (docs/api.md) -----------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: an anonymous request then gets 401 with WWW-Authenticate: Token, not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "posgateway.api.PageNumberPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "posgateway.api.exception_handler",
+    # Per process (the default cache is local memory): behind N processes a client gets N times
+    # the rate. Generous on purpose: an accountant's script or the test suite must not trip it.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("API_THROTTLE_USER", "6000/min"),
+        "anon": env_str("API_THROTTLE_ANON", "600/min"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "POS Gateway API",
+    "DESCRIPTION": (
+        "Read-only REST API over the gateway's stores, devices and payments, with CSV exports "
+        "and daily totals for accounting. Authenticate with `Authorization: Token <token>` "
+        "(`manage.py create_staff` prints one) or a staff login session. Every error is "
+        '`{"error": <HTTP reason phrase>, "message": <text>}`. See docs/api.md.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "posgateway.api.allow_empty_query_values",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "TransactionStatusEnum": "payments.models.TransactionStatus",
+        "DeviceStatusEnum": "terminals.models.DeviceStatus",
+        "DeviceTypeEnum": "terminals.models.DeviceType",
+    },
+    # The docs UI's assets come from the sidecar package, served by whitenoise: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Logging --------------------------------------------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "posgateway": {"level": LOG_LEVEL},
+        "terminals": {"level": LOG_LEVEL},
+        "payments": {"level": LOG_LEVEL},
+        "sessions": {"level": LOG_LEVEL},
+        "django.channels.server": {"level": env_str("ACCESS_LOG_LEVEL", "WARNING").upper()},
+    },
+}

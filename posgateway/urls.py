@@ -1,0 +1,47 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
+from rest_framework.routers import SimpleRouter
+
+from payments import api as payments_api
+from posgateway.health import healthz
+from sessions import terminal_api
+from terminals.api import DeviceViewSet, GroupViewSet, TerminalViewSet
+
+# The REST API (docs/api.md): read-only, every endpoint scoped to the user's stores.
+api = SimpleRouter()
+api.register("groups", GroupViewSet, basename="group")
+api.register("terminals", TerminalViewSet, basename="terminal")
+api.register("devices", DeviceViewSet, basename="device")
+api.register("transactions", payments_api.TransactionViewSet, basename="transaction")
+
+# The schema and its docs UI are public; their assets come from the sidecar package.
+_public = {"permission_classes": [AllowAny], "authentication_classes": []}
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("terminal-api/sync", terminal_api.sync, name="terminal-api-sync"),
+    path("terminal-api/async", terminal_api.async_, name="terminal-api-async"),
+    path("admin/", admin.site.urls),
+    # Staff login for the dashboard (contract section 6): back to the page asked for (?next=).
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("dashboard/", include("posgateway.dashboard.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(**_public), name="api-schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="api-schema", **_public),
+        name="api-docs",
+    ),
+    path("api/", include(api.urls)),
+    path("api/", include(payments_api.urlpatterns)),
+]
+
+# A URL under /api/ that no endpoint matches answers in the API's error shape.
+handler404 = "posgateway.api.page_not_found"
