@@ -1,0 +1,209 @@
+"""How accounting reads payments: CSV columns, cell values and the streamed response.
+
+The columns and their order are fixed by the contract (section 7). Amounts are decimal strings
+with the currency's minor units, times are UTC ISO 8601, ``businessDate`` is the store's local
+date. A cell that a spreadsheet would run as a formula is prefixed with ``'``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import functools
+import io
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, StreamingHttpResponse
+
+from payments.currencies import minor_units
+from payments.validation import format_amount
+
+TRANSACTION_COLUMNS = (
+    "transactionId",
+    "store",
+    "terminal",
+    "desktop",
+    "status",
+    "amount",
+    "currency",
+    "paymentMethod",
+    "authorizationCode",
+    "orderId",
+    "customerId",
+    "createdAt",
+    "completedAt",
+    "businessDate",
+    "late",
+    "errorMessage",
+)
+
+DAILY_COLUMNS = (
+    "date",
+    "store",
+    "currency",
+    "count",
+    "succeededCount",
+    "succeededAmount",
+    "declinedCount",
+    "failedCount",
+    "cancelledCount",
+    "timeoutCount",
+    "lateCount",
+)
+
+# Spreadsheets run a cell starting with these as a formula (OWASP "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS = frozenset(FORMULA_PREFIXES)
+
+ROWS_PER_CHUNK = 500
+
+
+# --- Values ----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _minor_exponent(currency: str) -> Decimal | None:
+    units = minor_units(currency)
+    return None if units is None else Decimal(1).scaleb(-units)
+
+
+def money(value: Decimal | None, currency: str) -> str:
+    """An amount as a decimal string with the currency's minor units (``"12.30"``)."""
+    if value is None:
+        value = Decimal(0)
+    # The fast path for stored amounts, which always fit their currency (validated on entry).
+    exponent = _minor_exponent(currency)
+    if exponent is not None and isinstance(value, Decimal) and value.is_finite():
+        quantized = value.quantize(exponent)
+        if quantized == value:
+            return f"{quantized.copy_abs() if quantized.is_zero() else quantized:f}"
+    try:
+        return format_amount(value, currency)
+    except (ValueError, TypeError):
+        # Not an ISO currency (any more), or float noise from SQLite's SUM: never fail a read.
+        return f"{Decimal(value).normalize():f}"
+
+
+def reference(value: Any) -> str | None:
+    """An id from a free JSON object (``metadata.orderId``) as text, whatever its JSON type."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def order_id(metadata: Any) -> str | None:
+    return reference(metadata.get("orderId")) if isinstance(metadata, dict) else None
+
+
+def customer_id(customer_info: Any) -> str | None:
+    return reference(customer_info.get("customerId")) if isinstance(customer_info, dict) else None
+
+
+def business_date(created_at: dt.datetime, zone: dt.tzinfo) -> dt.date:
+    """The store's local calendar day of a payment (it belongs to the day it was started)."""
+    return created_at.astimezone(zone).date()
+
+
+def neutralise(cell: str) -> str:
+    """Prefix ``'`` to a cell a spreadsheet would take for a formula."""
+    return "'" + cell if cell[:1] in _FORMULA_STARTS else cell
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    text = value if isinstance(value, str) else str(value)
+    return "'" + text if text[:1] in _FORMULA_STARTS else text
+
+
+def utc_iso(value: dt.datetime | None) -> str | None:
+    """``posgateway.protocol.iso`` without strftime: the export formats millions of these."""
+    if value is None:
+        return None
+    value = value.astimezone(dt.UTC)
+    return f"{value.isoformat(timespec='milliseconds')[:23]}Z"
+
+
+# --- Rows ------------------------------------------------------------------------------------
+
+
+def transaction_row(row: Any, zone: dt.tzinfo) -> list[str]:
+    """One CSV row from an export row (see ``payments.selectors.transactions_for_export``)."""
+    return [
+        _cell(row.transaction_id),
+        _cell(row.store),
+        _cell(row.terminal),
+        _cell(row.desktop),
+        _cell(row.status),
+        _cell(money(row.amount, row.currency)),
+        _cell(row.currency),
+        _cell(row.payment_method),
+        _cell(row.authorization_code),
+        _cell(order_id(row.metadata)),
+        _cell(customer_id(row.customer_info)),
+        _cell(utc_iso(row.created_at)),
+        _cell(utc_iso(row.completed_at)),
+        _cell(business_date(row.created_at, zone).isoformat()),
+        _cell(row.late),
+        _cell(row.error_message),
+    ]
+
+
+def daily_row(row: dict[str, Any]) -> list[str]:
+    return [_cell(row[column]) for column in DAILY_COLUMNS]
+
+
+def csv_chunks(header: Sequence[str], rows: Iterable[Sequence[str]]) -> Iterator[str]:
+    """The CSV text in chunks of a few hundred rows: memory stays flat however many rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)  # RFC 4180: quoted as needed, CRLF line ends
+    writer.writerow(header)
+    for count, row in enumerate(rows, 1):
+        writer.writerow(row)
+        if count % ROWS_PER_CHUNK == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+async def _in_thread(chunks: Iterator[str]) -> AsyncIterator[str]:
+    # Each chunk is made in the request's own thread (thread-sensitive), where the database
+    # cursor of the iterator lives; the event loop only passes the text on.
+    done = object()
+    step = sync_to_async(next, thread_sensitive=True)
+    try:
+        while (chunk := await step(chunks, done)) is not done:
+            yield chunk
+    finally:
+        await sync_to_async(chunks.close, thread_sensitive=True)()
+
+
+def csv_response(
+    request: HttpRequest, chunks: Iterator[str], filename: str
+) -> StreamingHttpResponse:
+    """A streamed CSV download named ``filename``.
+
+    Under ASGI (daphne) Django buffers a synchronous iterator whole before sending it, so an
+    ASGI request gets an asynchronous one; WSGI and the test client stream the plain iterator.
+    """
+    content: Iterator[str] | AsyncIterator[str] = chunks
+    if isinstance(getattr(request, "_request", request), ASGIRequest):  # DRF wraps it
+        content = _in_thread(chunks)
+    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response

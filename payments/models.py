@@ -1,0 +1,158 @@
+from django.db import models
+from django.db.models import Q
+
+from terminals.models import Device, Group
+
+
+class TransactionStatus(models.TextChoices):
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCESS = "SUCCESS"
+    DECLINED = "DECLINED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+
+
+IN_FLIGHT_STATUSES = (TransactionStatus.PENDING, TransactionStatus.IN_PROGRESS)
+FINAL_STATUSES = (
+    TransactionStatus.SUCCESS,
+    TransactionStatus.DECLINED,
+    TransactionStatus.FAILED,
+    TransactionStatus.CANCELLED,
+    TransactionStatus.TIMEOUT,
+)
+# What a terminal may report; TIMEOUT is only ever decided by the gateway.
+TERMINAL_RESULT_STATUSES = (
+    TransactionStatus.SUCCESS,
+    TransactionStatus.DECLINED,
+    TransactionStatus.FAILED,
+    TransactionStatus.CANCELLED,
+)
+
+
+class Transaction(models.Model):
+    """One payment, unique per store by its transactionId."""
+
+    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="transactions")
+    transaction_id = models.CharField(max_length=64)
+    amount = models.DecimalField(max_digits=15, decimal_places=3)
+    currency = models.CharField(max_length=3)
+    payment_method = models.CharField(max_length=32, blank=True)
+    products = models.JSONField(default=list, blank=True)
+    customer_info = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=TransactionStatus.choices, default=TransactionStatus.PENDING
+    )
+    late = models.BooleanField(
+        default=False, help_text="A terminal result arrived after the gateway gave up"
+    )
+    # The terminal's answer (card data masked before it is stored).
+    authorization_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    payment_response = models.JSONField(null=True, blank=True)
+    desktop = models.ForeignKey(
+        Device, on_delete=models.PROTECT, related_name="desktop_transactions"
+    )
+    terminal = models.ForeignKey(
+        Device, on_delete=models.PROTECT, related_name="terminal_transactions"
+    )
+    terminal_ref = models.CharField(
+        max_length=64, help_text="terminalId exactly as the desktop sent it"
+    )
+    desktop_connection_id = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    forwarded_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "transaction_id"], name="transaction_id_unique_in_group"
+            ),
+            # One payment in flight per terminal, enforced by the database for every process.
+            models.UniqueConstraint(
+                fields=["terminal"],
+                condition=Q(status__in=["PENDING", "IN_PROGRESS"]),
+                name="one_payment_in_flight_per_terminal",
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="transaction_amount_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "deadline_at"]),
+            models.Index(fields=["group", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.transaction_id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class EventSource(models.TextChoices):
+    DESKTOP = "desktop"
+    TERMINAL = "terminal"
+    GATEWAY = "gateway"
+    ADMIN = "admin"
+    API = "api"
+
+
+class EventKind(models.TextChoices):
+    REQUESTED = "requested"
+    FORWARDED = "forwarded"
+    RESENT = "resent"
+    DUPLICATE = "duplicate"
+    CANCEL_REQUESTED = "cancel_requested"
+    RESULT = "result"
+    LATE_RESULT = "late_result"
+    IGNORED_RESULT = "ignored_result"
+    TIMEOUT = "timeout"
+    FAILED = "failed"
+    DELIVERED = "delivered"
+
+
+class TransactionEvent(models.Model):
+    """Append-only log of everything that happened to a transaction, one row per step."""
+
+    transaction = models.ForeignKey(Transaction, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=24, choices=EventKind.choices)
+    source = models.CharField(max_length=16, choices=EventSource.choices)
+    old_status = models.CharField(max_length=16, blank=True)
+    new_status = models.CharField(max_length=16, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.old_status}->{self.new_status}"
+
+
+class DesktopMessage(models.Model):
+    """A result pushed to a desktop device, numbered by seq, kept until acknowledged."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="outbox")
+    seq = models.PositiveBigIntegerField()
+    transaction = models.ForeignKey(
+        Transaction, on_delete=models.CASCADE, related_name="desktop_messages"
+    )
+    frame = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    acked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["device", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["device", "seq"], name="desktop_message_seq_unique"),
+        ]
+        indexes = [models.Index(fields=["device", "acked_at", "seq"])]
+
+    def __str__(self) -> str:
+        return f"{self.device_id}#{self.seq}"

@@ -1,0 +1,633 @@
+"""The payment state machine. Every change of a transaction goes through these functions.
+
+    PENDING -> IN_PROGRESS -> SUCCESS | DECLINED | FAILED | CANCELLED | TIMEOUT
+
+A transaction is stored and forwarded in one commit (PENDING -> IN_PROGRESS), finished by the
+terminal's result or by the gateway's timeout, and every step is a TransactionEvent row. Results
+reach the desktop through DesktopMessage rows numbered by seq, so a result is never lost with a
+socket: it is pushed at once and again on every connect until the desktop acknowledges it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from payments.models import (
+    FINAL_STATUSES,
+    IN_FLIGHT_STATUSES,
+    DesktopMessage,
+    EventKind,
+    EventSource,
+    Transaction,
+    TransactionEvent,
+    TransactionStatus,
+)
+from payments.validation import format_amount, validate_payment_request, validate_payment_response
+from posgateway.dashboard import events as dashboard
+from posgateway.protocol import (
+    TERMINAL_BUSY,
+    TERMINAL_NOT_FOUND,
+    TRANSACTION_ID_REUSED,
+    TRANSACTION_NOT_FOUND,
+    BadRequest,
+    Conflict,
+    NotFound,
+    iso,
+    now_iso,
+)
+from posgateway.realtime import Outbox
+from sessions.models import OperationType, RequestStatus, TerminalRequest
+from sessions.services import waiting_screen
+from terminals.models import Connection, Device
+from terminals.selectors import live_connection, resolve_terminal
+
+logger = logging.getLogger("payments")
+
+
+def _event(
+    txn: Transaction,
+    kind: str,
+    source: str,
+    old: str = "",
+    new: str = "",
+    **detail: Any,
+) -> TransactionEvent:
+    return TransactionEvent(
+        transaction=txn, kind=kind, source=source, old_status=old, new_status=new, detail=detail
+    )
+
+
+def _log(txn: Transaction, what: str, old: str = "", new: str = "") -> None:
+    arrow = f" {old or '-'} -> {new}" if new else ""
+    logger.info("transactionId=%s store=%s %s%s", txn.transaction_id, txn.group_id, what, arrow)
+
+
+# --- Frames ----------------------------------------------------------------------------------
+
+
+def payment_request_body(txn: Transaction) -> dict[str, Any]:
+    """The normalised payment request as the terminal receives it."""
+    return {
+        "transactionId": txn.transaction_id,
+        "amount": format_amount(txn.amount, txn.currency),
+        "currency": txn.currency,
+        "paymentMethod": txn.payment_method,
+        "products": txn.products,
+        "customerInfo": txn.customer_info,
+        "metadata": txn.metadata,
+    }
+
+
+def payment_request_frame(txn: Transaction, *, resent: bool = False) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "action": "paymentRequest",
+        "desktopId": txn.desktop_connection_id,
+        "paymentRequest": payment_request_body(txn),
+        "timestamp": now_iso(),
+    }
+    screen = waiting_screen(terminal_pk=txn.terminal_id, operation_type=OperationType.PAYMENT)
+    if screen is not None:
+        frame["waitingScreen"] = screen
+    if resent:
+        frame["resent"] = True
+    return frame
+
+
+def payment_accepted_frame(
+    txn: Transaction, *, terminal_ref: str, connection: Connection | None, duplicate: bool = False
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "action": "paymentAccepted",
+        "transactionId": txn.transaction_id,
+        "terminalId": terminal_ref,
+        "deviceId": txn.terminal.device_id or None,
+        "connectionId": connection.connection_id if connection else None,
+        "status": txn.status,
+        "timestamp": now_iso(),
+    }
+    if duplicate:
+        frame["duplicate"] = True
+    return frame
+
+
+def cancel_frame(txn: Transaction) -> dict[str, Any]:
+    return {
+        "action": "cancelPayment",
+        "transactionId": txn.transaction_id,
+        "timestamp": now_iso(),
+    }
+
+
+def transaction_status_frame(txn: Transaction) -> dict[str, Any]:
+    return {
+        "action": "transactionStatus",
+        "transactionId": txn.transaction_id,
+        "status": txn.status,
+        "paymentResponse": txn.payment_response if txn.is_final else None,
+        "late": txn.late,
+        "createdAt": iso(txn.created_at),
+        "updatedAt": iso(txn.updated_at),
+        "completedAt": iso(txn.completed_at),
+        "timestamp": now_iso(),
+    }
+
+
+# --- Starting a payment ----------------------------------------------------------------------
+
+
+def payment_start(
+    *,
+    desktop: Device,
+    desktop_connection_id: str,
+    terminal_id: str,
+    payment_request: Any,
+    outbox: Outbox,
+) -> dict[str, Any]:
+    """Validate, store and forward a payment; returns the frame that answers the desktop.
+
+    Idempotent on transactionId per store: a repeat while in flight is answered with the
+    current state and not forwarded again; a repeat after completion gets the stored result.
+    """
+    request = validate_payment_request(payment_request)
+    tid = request["transactionId"]
+    existing = (
+        Transaction.objects.select_related("terminal")
+        .filter(group_id=desktop.group_id, transaction_id=tid)
+        .first()
+    )
+    if existing is not None:
+        return _payment_repeat(existing, request, terminal_id, outbox)
+
+    try:
+        terminal, live = resolve_terminal(group_id=desktop.group_id, terminal_id=terminal_id)
+    except NotFound as exc:
+        exc.extra["transactionId"] = tid
+        raise
+    if live is None:
+        raise NotFound(TERMINAL_NOT_FOUND, transactionId=tid)
+    busy_request = (
+        TerminalRequest.objects.filter(terminal=terminal, status=RequestStatus.IN_PROGRESS)
+        .values_list("request_id", flat=True)
+        .first()
+    )
+    if busy_request is not None:
+        raise Conflict(TERMINAL_BUSY, transactionId=tid, inFlightRequestId=busy_request)
+
+    now = timezone.now()
+    txn = Transaction(
+        group_id=desktop.group_id,
+        transaction_id=tid,
+        amount=Decimal(request["amount"]),
+        currency=request["currency"],
+        payment_method=request["paymentMethod"],
+        products=request["products"],
+        customer_info=request["customerInfo"],
+        metadata=request["metadata"],
+        status=TransactionStatus.IN_PROGRESS,
+        desktop=desktop,
+        terminal=terminal,
+        terminal_ref=terminal_id,
+        desktop_connection_id=desktop_connection_id,
+        forwarded_at=now,
+        deadline_at=now + dt.timedelta(seconds=settings.PAYMENT_TIMEOUT_S),
+    )
+    try:
+        with transaction.atomic():
+            txn.save(force_insert=True)
+            TransactionEvent.objects.bulk_create(
+                [
+                    _event(txn, EventKind.REQUESTED, EventSource.DESKTOP, "", "PENDING"),
+                    _event(
+                        txn,
+                        EventKind.FORWARDED,
+                        EventSource.GATEWAY,
+                        "PENDING",
+                        "IN_PROGRESS",
+                        connectionId=live.connection_id,
+                    ),
+                ]
+            )
+            outbox.frame(
+                live.channel_name,
+                payment_request_frame(txn),
+                on_fail=functools.partial(
+                    payment_forward_failed, group_id=txn.group_id, transaction_id=tid
+                ),
+            )
+            dashboard.payment_changed(outbox, txn, EventKind.FORWARDED)
+    except IntegrityError:
+        # Lost a race with another request: the same transactionId, or the terminal got busy.
+        existing = (
+            Transaction.objects.select_related("terminal")
+            .filter(group_id=desktop.group_id, transaction_id=tid)
+            .first()
+        )
+        if existing is not None:
+            return _payment_repeat(existing, request, terminal_id, outbox)
+        busy = _busy(terminal, tid)
+        if busy is None:
+            raise  # neither race: the database refused for a reason of its own
+        raise busy from None
+    _log(txn, f"forwarded to terminal {terminal.device_id or terminal.pk}", "PENDING", txn.status)
+    return payment_accepted_frame(txn, terminal_ref=terminal_id, connection=live)
+
+
+def _busy(terminal: Device, tid: str) -> Conflict | None:
+    in_flight = (
+        Transaction.objects.filter(terminal=terminal, status__in=IN_FLIGHT_STATUSES)
+        .values_list("transaction_id", flat=True)
+        .first()
+    )
+    if in_flight is None:
+        return None
+    return Conflict(TERMINAL_BUSY, transactionId=tid, inFlightTransactionId=in_flight)
+
+
+def _same_terminal(txn: Transaction, terminal_id: str) -> bool:
+    if terminal_id in (txn.terminal_ref, txn.terminal.device_id):
+        return True
+    return Connection.objects.filter(connection_id=terminal_id, device_id=txn.terminal_id).exists()
+
+
+def _payment_repeat(
+    txn: Transaction, request: dict[str, Any], terminal_id: str, outbox: Outbox
+) -> dict[str, Any]:
+    same = (
+        Decimal(request["amount"]) == txn.amount
+        and request["currency"] == txn.currency
+        and _same_terminal(txn, terminal_id)
+    )
+    if not same:
+        raise Conflict(TRANSACTION_ID_REUSED, transactionId=txn.transaction_id)
+    TransactionEvent.objects.create(
+        transaction=txn,
+        kind=EventKind.DUPLICATE,
+        source=EventSource.DESKTOP,
+        detail={"status": txn.status},
+    )
+    dashboard.payment_changed(outbox, txn, EventKind.DUPLICATE)
+    _log(txn, f"repeated by the desktop while {txn.status}")
+    if txn.is_final:
+        return _stored_result_frame(txn)
+    live = live_connection(device_id=txn.terminal_id)
+    return payment_accepted_frame(txn, terminal_ref=terminal_id, connection=live, duplicate=True)
+
+
+def _stored_result_frame(txn: Transaction) -> dict[str, Any]:
+    message = DesktopMessage.objects.filter(transaction=txn).order_by("-seq").only("frame").first()
+    if message is not None:
+        return message.frame
+    return {  # a result from before results were numbered; never expected in practice
+        "action": "paymentComplete",
+        "transactionId": txn.transaction_id,
+        "paymentResponse": txn.payment_response,
+        "late": txn.late,
+        "timestamp": now_iso(),
+    }
+
+
+def payment_forward_failed(outbox: Outbox, *, group_id: int, transaction_id: str) -> None:
+    """The channel layer refused the forward: nothing reached the terminal, so it FAILED.
+
+    Unless the terminal reconnected meanwhile and got the request re-sent: it may be paying.
+    """
+    _finish_by_gateway(
+        group_id=group_id,
+        transaction_id=transaction_id,
+        status=TransactionStatus.FAILED,
+        kind=EventKind.FAILED,
+        error_message="The terminal could not be reached",
+        outbox=outbox,
+        unless_resent=True,
+    )
+
+
+# --- Results ---------------------------------------------------------------------------------
+
+
+def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -> None:
+    """Record a terminal's result (late ones too) and push it to the desktop that paid."""
+    response = validate_payment_response(payment_response)
+    tid = response["transactionId"]
+    new = response["status"]
+    with transaction.atomic():
+        # FOR NO KEY UPDATE: rows that merely reference this one (an ack's "delivered" event)
+        # must not wait for it, or an ack holding the desktop row deadlocks with a late result.
+        txn = (
+            Transaction.objects.select_for_update(no_key=True)
+            .filter(group_id=terminal.group_id, transaction_id=tid, terminal=terminal)
+            .first()
+        )
+        if txn is None:
+            raise NotFound(TRANSACTION_NOT_FOUND, transactionId=tid)
+        old = txn.status
+        if old in IN_FLIGHT_STATUSES:
+            _record_result(txn, response, EventKind.RESULT, False, outbox)
+            return
+        if old == new:
+            return  # the terminal repeated a result we already have
+        if old in (TransactionStatus.TIMEOUT, TransactionStatus.CANCELLED) or (
+            # The gateway gave the terminal up for unreachable, yet the request got there (a
+            # channel-layer send can fail after it delivered): the money may have moved.
+            old == TransactionStatus.FAILED
+            and txn.events.filter(kind=EventKind.FAILED, source=EventSource.GATEWAY).exists()
+        ):
+            _record_result(txn, response, EventKind.LATE_RESULT, True, outbox)
+            return
+        TransactionEvent.objects.create(
+            transaction=txn,
+            kind=EventKind.IGNORED_RESULT,
+            source=EventSource.TERMINAL,
+            old_status=old,
+            new_status=old,
+            detail={"paymentResponse": response},
+        )
+        dashboard.payment_changed(outbox, txn, EventKind.IGNORED_RESULT)
+        _log(txn, f"conflicting result {new} ignored, already {old}")
+    # Raised after the commit, so the ignored result stays in the event log.
+    raise Conflict("Transaction already completed", transactionId=tid, status=old)
+
+
+def _record_result(
+    txn: Transaction, response: dict[str, Any], kind: str, late: bool, outbox: Outbox
+) -> None:
+    old, new = txn.status, response["status"]
+    txn.status = new
+    txn.late = txn.late or late
+    txn.authorization_code = (response.get("authorizationCode") or "")[:64]
+    txn.error_message = response.get("errorMessage") or ""
+    txn.payment_response = response
+    txn.completed_at = timezone.now()
+    txn.save(
+        update_fields=[
+            "status",
+            "late",
+            "authorization_code",
+            "error_message",
+            "payment_response",
+            "completed_at",
+            "updated_at",
+        ]
+    )
+    TransactionEvent.objects.create(
+        transaction=txn,
+        kind=kind,
+        source=EventSource.TERMINAL,
+        old_status=old,
+        new_status=new,
+        detail={"late": late} if late else {},
+    )
+    dashboard.payment_changed(outbox, txn, kind)
+    _log(txn, "late result" if late else "result", old, new)
+    _push_result(txn, outbox)
+
+
+def _push_result(txn: Transaction, outbox: Outbox) -> DesktopMessage:
+    """Number the result for its desktop device, keep it until acked, push it now."""
+    desktop = Device.objects.select_for_update().only("pk", "last_seq").get(pk=txn.desktop_id)
+    seq = desktop.last_seq + 1
+    Device.objects.filter(pk=desktop.pk).update(last_seq=seq)
+    frame = {
+        "action": "paymentComplete",
+        "seq": seq,
+        "transactionId": txn.transaction_id,
+        "paymentResponse": txn.payment_response,
+        "late": txn.late,
+        "timestamp": now_iso(),
+    }
+    message = DesktopMessage.objects.create(
+        device_id=desktop.pk, seq=seq, transaction=txn, frame=frame
+    )
+    live = live_connection(device_id=desktop.pk)
+    if live is not None:
+        outbox.frame(live.channel_name, frame)
+    return message
+
+
+def _finish_by_gateway(
+    *,
+    group_id: int,
+    transaction_id: str,
+    status: str,
+    kind: str,
+    error_message: str,
+    outbox: Outbox,
+    only_before: dt.datetime | None = None,
+    unless_resent: bool = False,
+) -> Transaction | None:
+    """The gateway ends an in-flight payment (timeout, unreachable terminal). Exactly once."""
+    with transaction.atomic():
+        txn = (
+            Transaction.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("terminal")
+            .filter(group_id=group_id, transaction_id=transaction_id, status__in=IN_FLIGHT_STATUSES)
+            .first()
+        )
+        if txn is None or (only_before and txn.deadline_at and txn.deadline_at > only_before):
+            return None  # finished meanwhile, by another process or by the terminal
+        if unless_resent and txn.events.filter(kind=EventKind.RESENT).exists():
+            return None
+        old = txn.status
+        txn.status = status
+        txn.error_message = error_message
+        txn.payment_response = {
+            "transactionId": txn.transaction_id,
+            "status": status,
+            "authorizationCode": None,
+            "errorMessage": error_message,
+        }
+        txn.completed_at = timezone.now()
+        txn.save(
+            update_fields=[
+                "status",
+                "error_message",
+                "payment_response",
+                "completed_at",
+                "updated_at",
+            ]
+        )
+        TransactionEvent.objects.create(
+            transaction=txn,
+            kind=kind,
+            source=EventSource.GATEWAY,
+            old_status=old,
+            new_status=status,
+        )
+        dashboard.payment_changed(outbox, txn, kind)
+        _log(txn, error_message, old, status)
+        if status == TransactionStatus.TIMEOUT:
+            live = live_connection(device_id=txn.terminal_id)
+            if live is not None:
+                outbox.frame(live.channel_name, cancel_frame(txn))
+        _push_result(txn, outbox)
+    return txn
+
+
+def sweep_payment_timeouts(*, outbox: Outbox, limit: int = 200) -> int:
+    """Time out every in-flight payment past its deadline, whichever process started it."""
+    now = timezone.now()
+    due = list(
+        Transaction.objects.filter(status__in=IN_FLIGHT_STATUSES, deadline_at__lt=now)
+        .order_by("deadline_at")
+        .values_list("group_id", "transaction_id")[:limit]
+    )
+    done = 0
+    for group_id, tid in due:
+        if _finish_by_gateway(
+            group_id=group_id,
+            transaction_id=tid,
+            status=TransactionStatus.TIMEOUT,
+            kind=EventKind.TIMEOUT,
+            error_message=f"No result from the terminal within {settings.PAYMENT_TIMEOUT_S:g} s",
+            outbox=outbox,
+            only_before=now,
+        ):
+            done += 1
+    return done
+
+
+# --- Desktop requests about a payment --------------------------------------------------------
+
+
+def _get(group_id: int, transaction_id: Any) -> Transaction:
+    if not isinstance(transaction_id, str) or not transaction_id:
+        raise BadRequest("transactionId is required")
+    txn = (
+        Transaction.objects.select_related("terminal")
+        .filter(group_id=group_id, transaction_id=transaction_id)
+        .first()
+    )
+    if txn is None:
+        raise NotFound(TRANSACTION_NOT_FOUND, transactionId=transaction_id)
+    return txn
+
+
+def payment_cancel(*, group_id: int, transaction_id: Any, outbox: Outbox) -> dict[str, Any]:
+    """Ask the terminal to cancel; its answer (or the timeout) decides the outcome."""
+    txn = _get(group_id, transaction_id)
+    if txn.is_final:
+        return _stored_result_frame(txn)
+    TransactionEvent.objects.create(
+        transaction=txn,
+        kind=EventKind.CANCEL_REQUESTED,
+        source=EventSource.DESKTOP,
+        old_status=txn.status,
+        new_status=txn.status,
+    )
+    dashboard.payment_changed(outbox, txn, EventKind.CANCEL_REQUESTED)
+    live = live_connection(device_id=txn.terminal_id)
+    if live is not None:
+        outbox.frame(live.channel_name, cancel_frame(txn))
+    _log(txn, "cancel requested" + ("" if live else " (terminal not connected)"))
+    return {
+        "action": "cancelRequested",
+        "transactionId": txn.transaction_id,
+        "status": txn.status,
+        "forwarded": live is not None,
+        "timestamp": now_iso(),
+    }
+
+
+def payment_status(*, group_id: int, transaction_id: Any) -> dict[str, Any]:
+    return transaction_status_frame(_get(group_id, transaction_id))
+
+
+def results_ack(*, desktop: Device, seq: Any, outbox: Outbox | None = None) -> None:
+    """The desktop has every result up to seq: stop re-sending them."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise BadRequest("seq must be a non-negative integer")
+    with transaction.atomic():
+        device = (
+            Device.objects.select_for_update()
+            .only("pk", "last_seq", "acked_seq")
+            .get(pk=desktop.pk)
+        )
+        if seq > device.last_seq:
+            raise BadRequest(f"seq {seq} has not been sent yet (last is {device.last_seq})")
+        now = timezone.now()
+        acked = list(
+            DesktopMessage.objects.filter(
+                device_id=device.pk, seq__lte=seq, acked_at__isnull=True
+            ).values_list("pk", "transaction_id", "seq", "transaction__transaction_id")
+        )
+        if not acked:
+            return
+        DesktopMessage.objects.filter(pk__in=[pk for pk, *_ in acked]).update(acked_at=now)
+        TransactionEvent.objects.bulk_create(
+            [
+                TransactionEvent(
+                    transaction_id=txn_pk,
+                    kind=EventKind.DELIVERED,
+                    source=EventSource.DESKTOP,
+                    detail={"seq": s},
+                )
+                for _, txn_pk, s, _ in acked
+            ]
+        )
+        if seq > device.acked_seq:
+            Device.objects.filter(pk=device.pk).update(acked_seq=seq)
+        if outbox is not None:
+            dashboard.payments_delivered(outbox, desktop.group_id, (tid for *_, tid in acked))
+
+
+# --- Reconnection ----------------------------------------------------------------------------
+
+
+def unacked_results(*, desktop_pk: int) -> list[dict[str, Any]]:
+    """Every result of this desktop device not yet acknowledged, in seq order."""
+    since = timezone.now() - dt.timedelta(seconds=settings.REDELIVERY_WINDOW_S)
+    return list(
+        DesktopMessage.objects.filter(
+            device_id=desktop_pk, acked_at__isnull=True, created_at__gte=since
+        )
+        .order_by("seq")
+        .values_list("frame", flat=True)
+    )
+
+
+@transaction.atomic
+def in_flight_requests(*, terminal_pk: int, outbox: Outbox | None = None) -> list[dict[str, Any]]:
+    """Payments still in flight to a terminal that just reconnected, marked ``resent``."""
+    # Locked: a payment failing or timing out meanwhile is either not re-sent, or re-sent
+    # first (and then not failed for a lost forward: see payment_forward_failed).
+    txns = list(
+        Transaction.objects.select_for_update(no_key=True).filter(
+            terminal_id=terminal_pk, status__in=IN_FLIGHT_STATUSES
+        )
+    )
+    frames = []
+    for txn in txns:
+        TransactionEvent.objects.create(
+            transaction=txn,
+            kind=EventKind.RESENT,
+            source=EventSource.GATEWAY,
+            old_status=txn.status,
+            new_status=txn.status,
+        )
+        if outbox is not None:
+            dashboard.payment_changed(outbox, txn, EventKind.RESENT)
+        _log(txn, "resent to the reconnected terminal")
+        frames.append(payment_request_frame(txn, resent=True))
+    return frames
+
+
+__all__ = [
+    "FINAL_STATUSES",
+    "in_flight_requests",
+    "payment_cancel",
+    "payment_forward_failed",
+    "payment_result",
+    "payment_start",
+    "payment_status",
+    "results_ack",
+    "sweep_payment_timeouts",
+    "unacked_results",
+]
