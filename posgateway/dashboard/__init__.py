@@ -1,0 +1,1 @@
+"""The live staff dashboard: pages under /dashboard/, its socket at /ws/dashboard/, its events."""

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from posgateway.dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.terminals_page, name="terminals"),
+    path("payments/", views.payments_page, name="payments"),
+    # A transactionId is 1-64 printable characters and may contain "/" (reverse() quotes the rest).
+    path("payments/<path:transaction_id>/", views.payment_page, name="payment"),
+    path("sessions/", views.sessions_page, name="sessions"),
+    path("devices/", views.devices_page, name="devices"),
+    path("devices/<int:pk>/rotate/", views.device_rotate, name="device-rotate"),
+    path("devices/<int:pk>/deactivate/", views.device_deactivate, name="device-deactivate"),
+]

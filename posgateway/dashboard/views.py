@@ -1,0 +1,335 @@
+"""The dashboard's pages: transport over the selectors and services, nothing more.
+
+Every page renders whole on a normal request and only its live region when asked with the
+``X-Fragment`` header: the page's script fetches that on every dashboard event and on each
+(re)connect of its socket, so what it shows always comes through the same scoped reads.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db import IntegrityError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.cache import add_never_cache_headers, patch_vary_headers
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from payments.filters import TransactionFilter
+from payments.models import EventKind, TransactionStatus
+from payments.selectors import transaction_get, transaction_list
+from posgateway.dashboard import charts
+from posgateway.dashboard import selectors as board
+from posgateway.protocol import BadRequest, NotFound
+from posgateway.realtime import Outbox
+from terminals import services as terminals
+from terminals.models import DeviceType
+from terminals.selectors import devices_for_user, groups_for_user
+
+PAGE_SIZE = 25
+FRAGMENT_HEADER = "X-Fragment"
+
+View = Callable[..., HttpResponse]
+
+
+def staff_only(view: View) -> View:
+    """Logged in (else to the login page and back), and staff: store managers or superusers."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if not (user.is_active and (user.is_staff or user.is_superuser)):
+            raise PermissionDenied
+        # PostgreSQL refuses NUL in text: a parameter carrying one is refused here, not a 500.
+        values = [*kwargs.values(), *(v for _, vs in request.GET.lists() for v in vs)]
+        if any("\x00" in str(value) for value in values):
+            return HttpResponseBadRequest("Null characters are not allowed.")
+        response = view(request, *args, **kwargs)
+        add_never_cache_headers(response)
+        patch_vary_headers(response, [FRAGMENT_HEADER])
+        return response
+
+    return login_required(wrapper)
+
+
+def page(
+    request: HttpRequest, template: str, fragment: str, context: dict[str, Any]
+) -> HttpResponse:
+    """The whole page, or only its live region when the page's script asks for it."""
+    if request.headers.get(FRAGMENT_HEADER):
+        response = render(request, fragment, context)
+        response[FRAGMENT_HEADER] = "1"
+        return response
+    return render(request, template, {**context, "fragment_template": fragment})
+
+
+# --- Terminals (the home page) ---------------------------------------------------------------
+
+
+@require_GET
+@staff_only
+def terminals_page(request: HttpRequest) -> HttpResponse:
+    rows = board.terminal_board(user=request.user)
+    glance = board.today_at_a_glance(user=request.user)
+    context = {
+        "nav": "terminals",
+        "live_events": "device payment request session",
+        "rows": rows,
+        "counts": {
+            word: sum(1 for r in rows if r.device.status == word)
+            for word in ("online", "reconnecting", "offline")
+        },
+        "in_flight": sum(1 for r in rows if r.payment is not None),
+        "glance": glance,
+        "show_store": glance.stores > 1,
+        "chart": charts.hourly_bars(glance.hours, current_hour=glance.current_hour),
+    }
+    return page(request, "dashboard/terminals.html", "dashboard/_terminals.html", context)
+
+
+# --- Payments --------------------------------------------------------------------------------
+
+
+@require_GET
+@staff_only
+def payments_page(request: HttpRequest) -> HttpResponse:
+    params = request.GET.copy()
+    params.pop("page", None)
+    filterset = TransactionFilter(
+        params, queryset=transaction_list(user=request.user), request=request
+    )
+    if filterset.is_valid():
+        queryset = filterset.qs.order_by("-created_at", "-pk")
+        errors: dict[str, Any] = {}
+    else:
+        queryset = transaction_list(user=request.user).none()
+        errors = filterset.errors
+    payments = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    stores = list(groups_for_user(request.user).values_list("slug", flat=True))
+    # The CSV export takes the very same filters: it exports exactly the set shown here.
+    given = QueryDict(mutable=True)
+    for key, values in params.lists():
+        if any(values):
+            given.setlist(key, values)
+    export_url = reverse("transaction-export")
+    if given:
+        export_url += "?" + given.urlencode()
+    context = {
+        "nav": "payments",
+        "live_events": "payment",
+        "payments": payments,
+        "errors": errors,
+        "filters": {key: params.get(key, "") for key in FILTER_KEYS},
+        "filtered": bool(given),
+        "query": given.urlencode(),
+        "export_url": export_url,
+        "stores": stores,
+        "show_store": len(stores) > 1,
+        "terminal_ids": board.terminal_ids_for_user(user=request.user),
+        "statuses": TransactionStatus.values,
+    }
+    return page(request, "dashboard/payments.html", "dashboard/_payments.html", context)
+
+
+FILTER_KEYS = ("store", "terminal", "status", "date_from", "date_to", "search")
+
+EVENT_TEXT = {
+    EventKind.REQUESTED: "Requested by the desktop",
+    EventKind.FORWARDED: "Forwarded to the terminal; the desktop got paymentAccepted",
+    EventKind.RESENT: "Sent again to the reconnected terminal",
+    EventKind.DUPLICATE: "Repeated by the desktop (answered, not forwarded again)",
+    EventKind.CANCEL_REQUESTED: "Cancel requested by the desktop",
+    EventKind.RESULT: "Result from the terminal",
+    EventKind.LATE_RESULT: "Late result from the terminal, after the gateway gave up",
+    EventKind.IGNORED_RESULT: "Conflicting result from the terminal, ignored",
+    EventKind.TIMEOUT: "Timed out: no result from the terminal in time",
+    EventKind.FAILED: "Failed: the terminal could not be reached",
+    EventKind.DELIVERED: "Delivered to the desktop (acknowledged)",
+}
+
+
+@require_GET
+@staff_only
+def payment_page(request: HttpRequest, transaction_id: str) -> HttpResponse:
+    store = request.GET.get("store") or None
+    try:
+        txn = transaction_get(user=request.user, transaction_id=transaction_id, store=store)
+    except NotFound:
+        raise Http404("No such payment in your stores") from None
+    except BadRequest:
+        # The same transactionId in several of the user's stores: let them pick one.
+        stores = board.payment_stores(user=request.user, transaction_id=transaction_id)
+        return render(
+            request,
+            "dashboard/payment_choose.html",
+            {"nav": "payments", "transaction_id": transaction_id, "stores": stores},
+        )
+    timeline = [
+        {"event": event, "text": EVENT_TEXT.get(event.kind, event.kind)}
+        for event in txn.events.all()
+    ]
+    context = {
+        "nav": "payments",
+        "live_events": "payment",
+        "live_transaction": txn.transaction_id,
+        "txn": txn,
+        "timeline": timeline,
+        "store_query": f"?store={txn.group.slug}",
+    }
+    return page(request, "dashboard/payment.html", "dashboard/_payment.html", context)
+
+
+# --- Sessions --------------------------------------------------------------------------------
+
+
+@require_GET
+@staff_only
+def sessions_page(request: HttpRequest) -> HttpResponse:
+    active, ended = board.sessions_for_user(user=request.user)
+    requests = board.recent_requests(user=request.user)
+    shown_stores = {row.group_id for row in [*active, *ended, *requests]}
+    context = {
+        "nav": "sessions",
+        "live_events": "session request",
+        "active": active,
+        "ended": ended,
+        "requests": requests,
+        "show_store": len(shown_stores) > 1,
+        "max_age_s": settings.SESSION_MAX_AGE_S,
+    }
+    return page(request, "dashboard/sessions.html", "dashboard/_sessions.html", context)
+
+
+# --- Devices ---------------------------------------------------------------------------------
+
+
+class RegisterForm(forms.Form):
+    store = forms.ChoiceField()
+    device_type = forms.ChoiceField(choices=DeviceType.choices, label="Type")
+    device_id = forms.CharField(
+        max_length=64,
+        required=False,
+        label="Device ID",
+        help_text="Stable id, unique in the store (the terminal's POIID)",
+    )
+    label = forms.CharField(max_length=200, required=False)
+
+    def __init__(self, *args: Any, stores: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["store"].choices = [(slug, slug) for slug in stores]
+        if len(stores) == 1:
+            self.fields["store"].initial = stores[0]
+
+    def clean_device_id(self) -> str | None:
+        value = self.cleaned_data["device_id"].strip()
+        if any(ch.isspace() or not ch.isprintable() for ch in value):
+            raise ValidationError("Use printable characters without spaces.")
+        return value or None
+
+
+def _form_errors(form: RegisterForm, exc: Exception) -> None:
+    """The service's refusal in the form's words (a taken deviceId is the usual one)."""
+    messages_by_field = exc.message_dict if isinstance(exc, ValidationError) else {}
+    text = " ".join(str(m) for ms in messages_by_field.values() for m in ms) or str(exc)
+    if "device_id_unique_in_group" in text or isinstance(exc, IntegrityError):
+        form.add_error(
+            "device_id",
+            f"{form.cleaned_data['store']} already has a device with this ID.",
+        )
+        return
+    for field, errors in messages_by_field.items():
+        for error in errors:
+            form.add_error(field if field in form.fields else None, error)
+
+
+def _devices_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    stores = list(groups_for_user(request.user).values_list("slug", flat=True))
+    return {
+        "nav": "devices",
+        "live_events": "device",
+        "devices": list(devices_for_user(user=request.user)),
+        "show_store": len(stores) > 1,
+        "form": extra.pop("form", None) or RegisterForm(stores=stores),
+        **extra,
+    }
+
+
+def _with_new_key(request: HttpRequest, device: Any, key: str, what: str) -> HttpResponse:
+    """The page with the key shown this once (never stored, never in a redirect or session)."""
+    context = _devices_context(request, new_key={"device": device, "key": key, "what": what})
+    return page(request, "dashboard/devices.html", "dashboard/_devices.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@staff_only
+def devices_page(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        stores = groups_for_user(request.user)
+        form = RegisterForm(request.POST, stores=list(stores.values_list("slug", flat=True)))
+        if form.is_valid():
+            group = stores.get(slug=form.cleaned_data["store"])
+            outbox = Outbox()
+            try:
+                device, key = terminals.device_create(
+                    group=group,
+                    device_type=form.cleaned_data["device_type"],
+                    device_id=form.cleaned_data["device_id"],
+                    label=form.cleaned_data["label"],
+                    outbox=outbox,
+                )
+            except (ValidationError, IntegrityError) as exc:
+                _form_errors(form, exc)
+            else:
+                outbox.flush_sync()
+                return _with_new_key(request, device, key, "registered")
+        context = _devices_context(request, form=form)
+        return page(request, "dashboard/devices.html", "dashboard/_devices.html", context)
+    context = _devices_context(request)
+    return page(request, "dashboard/devices.html", "dashboard/_devices.html", context)
+
+
+def _own_device(request: HttpRequest, pk: int) -> Any:
+    device = devices_for_user(user=request.user).filter(pk=pk).first()
+    if device is None:
+        raise Http404("No such device in your stores")
+    return device
+
+
+@require_POST
+@staff_only
+def device_rotate(request: HttpRequest, pk: int) -> HttpResponse:
+    device = _own_device(request, pk)
+    if not device.is_active:
+        messages.error(request, f"{_name(device)} is deactivated: its key cannot be rotated.")
+        return redirect("dashboard:devices")
+    outbox = Outbox()
+    key = terminals.device_rotate_key(device=device, outbox=outbox)
+    outbox.flush_sync()  # closes its live connections now; the old key already fails
+    return _with_new_key(request, device, key, "rotated")
+
+
+@require_POST
+@staff_only
+def device_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
+    device = _own_device(request, pk)
+    if device.is_active:
+        outbox = Outbox()
+        terminals.device_deactivate(device=device, outbox=outbox)
+        outbox.flush_sync()
+        messages.success(
+            request, f"{_name(device)} is deactivated; its live connections were closed."
+        )
+    return redirect("dashboard:devices")
+
+
+def _name(device: Any) -> str:
+    return f"{device.device_id or f'#{device.pk}'} ({device.group.slug})"
