@@ -1,0 +1,441 @@
+"""The dashboard in a real browser against a real daphne: login, live updates, store scope.
+
+Headless Chromium (Debian's package) driven by Playwright; devices are real WebSocket clients
+(tests/e2e/ws.py), stores and staff are made with ``manage.py create_device`` and
+``create_staff``. Each test makes its own store, so tests never see each other's devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from posgateway.client.terminal_api import Operation, TerminalApiClient
+from tests.dashboard.browser import (
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PHONE,
+    chromium_or_skip,
+    screenshot_dir,
+)
+from tests.e2e.harness import PYTHON, Deployment, Server, deployment_for_this_run
+from tests.e2e.ws import Client
+from tests.services import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+PASSWORD = "dashboard-test-pw"
+WAIT_MS = 10_000
+
+
+# --- The site: one deployment and daphne for the module -----------------------------------------
+
+
+# Made with the real commands (create_device, create_staff), all in one Django process: each
+# separate ``manage.py`` costs a second or two of start-up.
+MAKE_STORES = """
+import io, json, sys
+from django.core.management import call_command
+
+def last_line(*args):
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue().strip().splitlines()[-1]
+
+made = {}
+for slug, user, terminals in json.loads(sys.stdin.read()):
+    desktop = last_line("create_device", "--group", slug, "--type", "desktop",
+                        "--device-id", "POS-1", "--label", "Front counter")
+    keys = {device_id: last_line("create_device", "--group", slug, "--type", "terminal",
+                                 "--device-id", device_id, "--label", label)
+            for device_id, label in terminals}
+    last_line("create_staff", user, "--group", slug, "--password", PASSWORD)
+    made[slug] = {"username": user, "desktop": desktop, "terminals": keys}
+print(json.dumps(made))
+"""
+
+STORES = {
+    "shop-login": ("lena", [("TERM-1", "Till 1")]),
+    "shop-online": ("omar", [("TERM-7", "Till 7")]),
+    "shop-pay": ("paula", [("TERM-1", "Till 1")]),
+    "shop-mine": ("mina", [("TERM-MINE", "Mine")]),
+    "shop-theirs": ("theo", [("TERM-THEIRS", "Theirs")]),
+    "shop-recover": ("rita", [("TERM-1", "Till 1")]),
+    "downtown": (
+        "maria",
+        [("TERM-1", "Counter 1"), ("TERM-2", "Counter 2"), ("TERM-3", "Terrace")],
+    ),
+}
+
+
+@dataclass
+class Store:
+    slug: str
+    username: str
+    desktop_key: str
+    terminal_keys: dict[str, str]
+
+
+@dataclass
+class Site:
+    deployment: Deployment
+    server: Server
+    stores: dict[str, Store]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def make_stores(deployment: Deployment) -> dict[str, Store]:
+    spec = [(slug, user, terminals) for slug, (user, terminals) in STORES.items()]
+    done = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", MAKE_STORES.replace("PASSWORD", repr(PASSWORD))],
+        input=json.dumps(spec),
+        cwd=ROOT,
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    made = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        slug: Store(slug, m["username"], m["desktop"], m["terminals"]) for slug, m in made.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def site():
+    chromium_or_skip()
+    with deployment_for_this_run() as deployment:
+        yield Site(deployment, deployment.server(), make_stores(deployment))
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    executable = chromium_or_skip()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    return screenshot_dir(tmp_path)
+
+
+async def logged_in(browser, site: Site, username: str, viewport=DESKTOP, path="/dashboard/"):
+    """A fresh browser context (its own cookies) logged in as ``username`` on ``path``."""
+    context = await browser.new_context(viewport=viewport)
+    page = await context.new_page()
+    await page.goto(site.url + path)
+    await page.fill("#id_username", username)
+    await page.fill("#id_password", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"**{path}")
+    await live(page)
+    return page
+
+
+async def live(page) -> None:
+    """Wait until the page's socket is joined (it refreshes what it shows at that moment)."""
+    await page.wait_for_selector('#live[data-state="live"]', timeout=WAIT_MS)
+
+
+@contextlib.asynccontextmanager
+async def devices(*clients_args: tuple[str, str]) -> AsyncIterator[list[Client]]:
+    """Connected device sockets (url, key), closed normally at the end."""
+    clients = []
+    try:
+        for url, key in clients_args:
+            client = await Client.connect(url, key)
+            hello = await client.recv()
+            assert hello["action"] == "connected", hello
+            clients.append(client)
+        yield clients
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 2)
+
+
+def fetch_head(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers["Content-Type"]
+
+
+def row(page, attribute: str, value: str, status: str | None = None):
+    selector = f'tr[data-{attribute}="{value}"]'
+    if status:
+        selector += f'[data-status="{status}"]'
+    return page.locator(selector)
+
+
+async def pay(desk: Client, term: Client, terminal_id: str, tid: str, **request) -> None:
+    await desk.send(
+        {
+            "action": "payment",
+            "terminalId": terminal_id,
+            "paymentRequest": {
+                "transactionId": tid,
+                "amount": request.pop("amount", "12.50"),
+                "currency": request.pop("currency", "EUR"),
+                **request,
+            },
+        }
+    )
+    await desk.recv_action("paymentAccepted", transactionId=tid)
+    forwarded = await term.recv_action("paymentRequest")
+    assert forwarded["paymentRequest"]["transactionId"] == tid
+
+
+async def answer(term: Client, tid: str, status: str = "SUCCESS") -> None:
+    await term.send(
+        {
+            "action": "paymentResponse",
+            "paymentResponse": {
+                "transactionId": tid,
+                "status": status,
+                "authorizationCode": "A1B2C3" if status == "SUCCESS" else None,
+                "errorMessage": None if status == "SUCCESS" else "Card declined by issuer",
+            },
+        }
+    )
+
+
+# --- Tests -------------------------------------------------------------------------------------
+
+
+async def test_login_returns_to_the_page_asked_for(site, browser, shots):
+    store = site.stores["shop-login"]
+    context = await browser.new_context(viewport=DESKTOP)
+    page = await context.new_page()
+    await page.goto(site.url + "/dashboard/payments/")
+    assert "/accounts/login/?next=/dashboard/payments/" in page.url
+    await page.fill("#id_username", store.username)
+    await page.fill("#id_password", PASSWORD)
+    await page.screenshot(path=shots / "login.png")
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/dashboard/payments/")
+    assert await page.locator("h1").inner_text() == "Payments"
+    # The stylesheet came from whitenoise under daphne.
+    colour = await page.evaluate(
+        "getComputedStyle(document.querySelector('.topbar')).backgroundColor"
+    )
+    assert colour == "rgb(23, 32, 51)"
+    status, content_type = await asyncio.to_thread(
+        fetch_head, site.url + "/static/dashboard/dashboard.js"
+    )
+    assert status == 200
+    assert "javascript" in content_type
+
+
+async def test_a_terminal_turns_online_and_offline_without_a_reload(site, browser):
+    store = site.stores["shop-online"]
+    page = await logged_in(browser, site, store.username)
+    await row(page, "device-id", "TERM-7", "offline").wait_for(timeout=WAIT_MS)
+    await page.evaluate("window.__samePage = true")
+
+    async with devices((site.server.ws_url, store.terminal_keys["TERM-7"])):
+        online = row(page, "device-id", "TERM-7", "online")
+        await online.wait_for(timeout=WAIT_MS)
+        assert await online.locator(".status").inner_text() == "online"
+    await row(page, "device-id", "TERM-7", "offline").wait_for(timeout=WAIT_MS)
+    assert await page.evaluate("window.__samePage") is True
+
+
+async def test_a_payment_appears_and_turns_success_live(site, browser, shots):
+    store = site.stores["shop-pay"]
+    page = await logged_in(browser, site, store.username, path="/dashboard/payments/")
+    await page.evaluate("window.__samePage = true")
+    ws = site.server.ws_url
+    async with devices((ws, store.desktop_key), (ws, store.terminal_keys["TERM-1"])) as (
+        desk,
+        term,
+    ):
+        await pay(desk, term, "TERM-1", "WEB-1", metadata={"orderId": "ORDER-42"})
+        await row(page, "transaction-id", "WEB-1", "IN_PROGRESS").wait_for(timeout=WAIT_MS)
+        await answer(term, "WEB-1")
+        done = row(page, "transaction-id", "WEB-1", "SUCCESS")
+        await done.wait_for(timeout=WAIT_MS)
+        assert "12.50 EUR" in await done.inner_text()
+        assert "ORDER-42" in await done.inner_text()
+        assert await page.evaluate("window.__samePage") is True
+
+        # Its detail page follows it to the desktop's acknowledgement, live.
+        await done.locator("a").click()
+        await page.wait_for_url("**/dashboard/payments/WEB-1/**")
+        await live(page)
+        kinds = page.locator("#timeline li")
+        await page.locator('#timeline li[data-kind="result"]').wait_for(timeout=WAIT_MS)
+        complete = await desk.recv_action("paymentComplete", transactionId="WEB-1")
+        await desk.send({"action": "ack", "seq": complete["seq"]})
+        await page.locator('#timeline li[data-kind="delivered"]').wait_for(timeout=WAIT_MS)
+        assert [await li.get_attribute("data-kind") for li in await kinds.all()] == [
+            "requested",
+            "forwarded",
+            "result",
+            "delivered",
+        ]
+
+
+async def test_a_member_of_another_store_sees_none_of_it(site, browser):
+    mine, theirs = site.stores["shop-mine"], site.stores["shop-theirs"]
+    other = await logged_in(browser, site, theirs.username)
+    other_payments = await (await browser.new_context()).new_page()
+    await other_payments.context.add_cookies(await other.context.cookies())
+    await other_payments.goto(site.url + "/dashboard/payments/")
+    await live(other_payments)
+    owner = await logged_in(browser, site, mine.username, path="/dashboard/payments/")
+
+    ws = site.server.ws_url
+    async with devices((ws, mine.desktop_key), (ws, mine.terminal_keys["TERM-MINE"])) as (
+        desk,
+        term,
+    ):
+        await pay(desk, term, "TERM-MINE", "SECRET-1")
+        await answer(term, "SECRET-1")
+        await row(owner, "transaction-id", "SECRET-1", "SUCCESS").wait_for(timeout=WAIT_MS)
+
+    # Nothing of it reached the other store's sockets, and nothing of it is on their pages.
+    for page in (other, other_payments):
+        assert await page.evaluate("window.posgwDashboard.events") == 0
+    await other.reload()
+    await other_payments.reload()
+    assert await row(other, "device-id", "TERM-THEIRS").count() == 1
+    assert await row(other, "device-id", "TERM-MINE").count() == 0
+    assert "TERM-MINE" not in await other.content()
+    assert await row(other_payments, "transaction-id", "SECRET-1").count() == 0
+    response = await other.goto(site.url + "/dashboard/payments/SECRET-1/")
+    assert response.status == 404
+    response = await other.goto(site.url + f"/dashboard/payments/SECRET-1/?store={mine.slug}")
+    assert response.status == 404
+
+
+async def test_the_page_shows_when_it_is_not_live_and_recovers_by_itself(site, browser):
+    store = site.stores["shop-recover"]
+    server = await asyncio.to_thread(site.deployment.server)
+    try:
+        page = await logged_in(browser, site, store.username)
+        await page.goto(server.url + "/dashboard/")  # the same session, on its own server
+        await live(page)
+        await asyncio.to_thread(server.kill)
+        indicator = page.locator('#live[data-state="offline"]')
+        await indicator.wait_for(timeout=WAIT_MS)
+        assert "not live" in await indicator.inner_text()
+        # Back on the same port: the page reconnects and refreshes by itself.
+        site.deployment.servers.remove(server)
+        server = Server(site.deployment, port=server.port)
+        await asyncio.to_thread(server.start, 60)
+        site.deployment.servers.append(server)
+        await page.wait_for_selector('#live[data-state="live"]', timeout=30_000)
+        assert await page.evaluate("window.posgwDashboard.connects") >= 2
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_screenshots_of_every_page(site, browser, shots):
+    """A busy store as the README shows it, at desktop and phone widths."""
+    store = site.stores["downtown"]
+    ws = site.server.ws_url
+    keys = store.terminal_keys
+    async with devices((ws, store.desktop_key), (ws, keys["TERM-1"]), (ws, keys["TERM-2"])) as (
+        desk,
+        term1,
+        term2,
+    ):
+        api = TerminalApiClient(site.url, store.desktop_key, sale_id="POS-1")
+        await asyncio.to_thread(
+            api.begin_session,
+            poi_id="TERM-1",
+            session_id="table-12",
+            operations=[Operation("Payment", 8000), Operation("DisplayRequest", 5000)],
+        )
+        await term1.recv_action("sessionBegin")
+        outcomes = [
+            ("1041", "SUCCESS", "23.90", term1, "TERM-1"),
+            ("1042", "DECLINED", "8.50", term1, "TERM-1"),
+            ("1043", "SUCCESS", "112.00", term2, "TERM-2"),
+            ("1044", "SUCCESS", "4.20", term1, "TERM-1"),
+            ("1045", "CANCELLED", "15.00", term2, "TERM-2"),
+        ]
+        for order, status, amount, term, tid in outcomes:
+            await pay(desk, term, tid, f"TX-{order}", amount=amount, metadata={"orderId": order})
+            await answer(term, f"TX-{order}", status)
+            complete = await desk.recv_action("paymentComplete", transactionId=f"TX-{order}")
+            await desk.send({"action": "ack", "seq": complete["seq"]})
+        await desk.send(
+            {
+                "action": "display",
+                "terminalId": "TERM-1",
+                "displayRequest": {"lines": ["Thank you!", "See you soon"], "durationMs": 3000},
+            }
+        )
+        await desk.recv_action("displayAccepted")
+        shown = await term1.recv_action("displayRequest")
+        await term1.send(
+            {
+                "action": "displayResponse",
+                "displayResponse": {"requestId": shown["requestId"], "status": "SUCCESS"},
+            }
+        )
+        await pay(desk, term2, "TERM-2", "TX-1046", amount="61.75", metadata={"orderId": "1046"})
+
+        page = await logged_in(browser, site, store.username)
+        await row(page, "device-id", "TERM-2", "online").wait_for(timeout=WAIT_MS)
+        await page.screenshot(path=shots / "terminals.png", full_page=True)
+        await page.goto(site.url + "/dashboard/payments/")
+        await live(page)
+        await page.screenshot(path=shots / "payments.png", full_page=True)
+        await page.goto(site.url + f"/dashboard/payments/TX-1041/?store={store.slug}")
+        await live(page)
+        await page.screenshot(path=shots / "payment-detail.png", full_page=True)
+        await page.goto(site.url + "/dashboard/sessions/")
+        await live(page)
+        await row(page, "session-id", "table-12").wait_for(timeout=WAIT_MS)
+        await page.screenshot(path=shots / "sessions.png", full_page=True)
+
+        await page.goto(site.url + "/dashboard/devices/")
+        await live(page)
+        await page.select_option("#id_device_type", "terminal")
+        await page.fill("#id_device_id", "TERM-4")
+        await page.fill("#id_label", "Drive-through")
+        await page.click(".register button[type=submit]")
+        key = (await page.locator("#api-key").inner_text()).strip()
+        assert len(key) >= 43
+        assert page.url.endswith("/dashboard/devices/")  # a reload lists, it does not re-post
+        await row(page, "device-id", "TERM-4").wait_for(timeout=WAIT_MS)
+        await page.screenshot(path=shots / "devices.png", full_page=True)
+        # The new key works, and is never shown again.
+        async with devices((ws, key)) as (new_terminal,):
+            await row(page, "device-id", "TERM-4", "online").wait_for(timeout=WAIT_MS)
+            assert new_terminal is not None
+        await page.reload()
+        assert key not in await page.content()
+
+        phone = await logged_in(browser, site, store.username, viewport=PHONE)
+        await phone.screenshot(path=shots / "terminals-phone.png", full_page=True)
+        await phone.goto(site.url + "/dashboard/payments/")
+        await live(phone)
+        await phone.screenshot(path=shots / "payments-phone.png", full_page=True)
+        # At phone width nothing runs off the side of the page.
+        width = await phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], width
+
+        await term2.send(json.dumps({"action": "ping"}))

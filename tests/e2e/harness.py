@@ -1,0 +1,208 @@
+"""Real deployments for end-to-end tests: migrated databases and daphne processes on 127.0.0.1.
+
+A :class:`Deployment` is one database (+ channel layer) with its environment; it runs
+``manage.py`` commands and starts any number of :class:`Server` processes sharing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+from tests.services import ROOT, postgres_url
+from tests.services import redis_url as default_redis_url
+
+PYTHON = sys.executable
+DAPHNE = str(Path(sys.executable).with_name("daphne"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One daphne process serving the gateway."""
+
+    def __init__(self, deployment: Deployment, port: int | None = None, **env: str) -> None:
+        self.deployment = deployment
+        self.port = port or free_port()
+        self.env = {**deployment.env, **env}
+        self.log_path = deployment.workdir / f"daphne-{self.port}-{uuid.uuid4().hex[:6]}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/"
+
+    def start(self, timeout: float = 30) -> Server:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "posgateway.asgi:application"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daphne exited at start:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"daphne did not become healthy:\n{self.log()}")
+
+    def healthz(self) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def kill(self) -> None:
+        """Die without a goodbye, as a crashed process does."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Deployment:
+    """A database and channel layer shared by the servers started from it."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = env
+        self.workdir = workdir
+        self.servers: list[Server] = []
+
+    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [PYTHON, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    def create_device(
+        self, group: str, device_type: str, device_id: str | None = None, count: int = 1
+    ) -> list[str]:
+        args = ["create_device", "--group", group, "--type", device_type]
+        if device_id:
+            args += ["--device-id", device_id]
+        if count != 1:
+            args += ["--count", str(count)]
+        out = self.manage(*args).stdout.strip().splitlines()
+        return out[-count:]
+
+    def key(self, group: str, device_type: str, device_id: str | None = None) -> str:
+        return self.create_device(group, device_type, device_id)[0]
+
+    def server(self, **env: str) -> Server:
+        server = Server(self, **env).start()
+        self.servers.append(server)
+        return server
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def _base_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="posgateway.settings",
+        PYTHONUNBUFFERED="1",
+        LOG_LEVEL="INFO",
+        SWEEP_INTERVAL_S="0.2",
+    )
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def sqlite_deployment(**extra: str):
+    """The embedded default: an SQLite file and the in-memory layer (one process only)."""
+    with tempfile.TemporaryDirectory(prefix="posgw-e2e-") as tmp:
+        workdir = Path(tmp)
+        env = _base_env(DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}", **extra)
+        deployment = Deployment(env, workdir)
+        deployment.manage("migrate", "--noinput")
+        try:
+            yield deployment
+        finally:
+            deployment.close()
+
+
+@contextlib.contextmanager
+def production_deployment(*, redis_url: str | None = None, **extra: str):
+    """PostgreSQL + Redis as production runs them: a fresh database, a private layer prefix.
+
+    ``redis_url`` points the layer at another Redis (e.g. a test's own, to stop and restart).
+    """
+    import psycopg
+
+    server_url = postgres_url()
+    layer_url = redis_url or default_redis_url()
+    name = f"posgw_e2e_{uuid.uuid4().hex[:10]}"
+    parsed = urlparse(server_url)
+    db_url = urlunparse(parsed._replace(path=f"/{name}"))
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with tempfile.TemporaryDirectory(prefix="posgw-e2e-") as tmp:
+        workdir = Path(tmp)
+        env = _base_env(
+            DATABASE_URL=db_url, REDIS_URL=layer_url, CHANNEL_PREFIX=f"{name}:", **extra
+        )
+        deployment = Deployment(env, workdir)
+        try:
+            deployment.manage("migrate", "--noinput")
+            yield deployment
+        finally:
+            deployment.close()
+            with psycopg.connect(server_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def deployment_for_this_run(**extra: str):
+    """PostgreSQL + Redis when the suite runs with DATABASE_URL, else the embedded default."""
+    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        return production_deployment(**extra)
+    return sqlite_deployment(**extra)

@@ -1,0 +1,1147 @@
+"""Payments under faults (issue 3, "Proven under faults").
+
+The chaos test runs thousands of payments over two daphne processes sharing PostgreSQL and the
+test's own redis-server, while sockets are cut, one process is killed and Redis is restarted;
+then it checks, in the database and against what every client saw, that nothing was lost,
+doubled or left hanging. Two shorter tests show the gateway serving again after Redis comes
+back, and after PostgreSQL (or SQLite) refused a query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import random
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.e2e.conftest import DeviceClient, Gateway, finish, pay, payment_frame
+from tests.e2e.harness import Deployment, Server, free_port, production_deployment
+from tests.services import missing
+
+pytestmark = pytest.mark.e2e
+
+Frame = dict[str, Any]
+
+FAILED_TO_PROCESS = {"error": "Internal Server Error", "message": "Failed to process message"}
+FINAL = {"SUCCESS", "DECLINED", "FAILED", "CANCELLED", "TIMEOUT"}
+
+
+# --- A redis-server of the test's own, to stop and start at will --------------------------------
+
+
+class RedisServer:
+    """``redis-server`` on a free port of 127.0.0.1, without persistence."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / f"redis-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = self._spawn(log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            if self.answers():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def _spawn(self, log: Any) -> subprocess.Popen:
+        return subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), 0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        missing("redis-server is not on PATH")
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
+def restart(server: Server) -> Server:
+    """A new daphne on the same port and deployment, as a supervisor restarts a dead one."""
+    again = Server(server.deployment, port=server.port, **server.env).start()
+    server.deployment.servers.append(again)
+    return again
+
+
+def query(deployment: Deployment, sql: str, *params: Any) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(deployment.env["DATABASE_URL"], autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+# --- Server logs ---------------------------------------------------------------------------------
+
+LOG_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}) ")
+ACCESS_LINE = re.compile(r"^\d+\.\d+\.\d+\.\d+:\d+ - - \[")
+
+
+def tracebacks(log: str) -> list[tuple[float | None, str]]:
+    """Every logged traceback: the time of the record it belongs to, and the record's text."""
+    found: list[tuple[float | None, str]] = []
+    record: list[str] = []
+    stamp: float | None = None
+
+    def close() -> None:
+        text = "\n".join(record)
+        if "Traceback (most recent call last)" in text:
+            found.append((stamp, text))
+
+    for line in log.splitlines():
+        match = LOG_TIME.match(line)
+        if match or ACCESS_LINE.match(line):
+            close()
+            record = [line]
+            stamp = (
+                dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                if match
+                else None
+            )
+        else:
+            record.append(line)
+    close()
+    return found
+
+
+def is_redis_outage(text: str) -> bool:
+    return "redis.exceptions.ConnectionError" in text or "redis.exceptions.TimeoutError" in text
+
+
+# --- Devices that reconnect --------------------------------------------------------------------
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.started = 0
+        self.target = 0
+        self.drops = 0
+        self.reconnects = 0
+        self.connect_failures = 0
+        self.closes: Counter[int | None] = Counter()
+        # Redis outage window (wall clock), once the chaos task has restarted Redis.
+        self.outage: tuple[float, float] | None = None
+        self.unexpected: list[str] = []
+
+    def more(self) -> bool:
+        return self.started < self.target
+
+
+class Peer:
+    """One device: a socket to either process, replaced by a new one whenever it is lost."""
+
+    ping_every = 0.8
+    silent_limit = 3.0
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        store: str,
+        device_id: str,
+        urls: list[str],
+        first_url: str,
+        rng: random.Random,
+        stats: Stats,
+    ) -> None:
+        self.name = f"{store}/{device_id}"
+        self.key = key
+        self.store = store
+        self.device_id = device_id
+        self.urls = urls
+        self.first_url = first_url
+        self.rng = rng
+        self.stats = stats
+        self.ws: websockets.ClientConnection | None = None
+        self.generation = 0
+        self.up = asyncio.Event()
+        self.lost = asyncio.Event()
+        self.stopping = False
+        self.errors: list[tuple[float, Frame]] = []
+        self.waiters: list[tuple[Callable[[Frame], bool], asyncio.Future]] = []
+        self.last_frame = 0.0
+        self.last_sent = 0.0
+        self.hello: Frame = {}
+        self.connections: list[str] = []
+        self.lost_at = 0.0
+
+    # Hooks for desktops and terminals.
+    def on_connected(self) -> None: ...
+
+    def on_frame(self, frame: Frame) -> None: ...
+
+    async def run(self) -> None:
+        while not self.stopping:
+            url = self.first_url if self.generation == 0 else self.rng.choice(self.urls)
+            try:
+                ws = await asyncio.wait_for(
+                    websockets.connect(
+                        url,
+                        additional_headers={"Authorization": f"Bearer {self.key}"},
+                        open_timeout=3,
+                        close_timeout=1,
+                        ping_interval=None,
+                        max_size=None,
+                    ),
+                    4,
+                )
+            except Exception:
+                self.stats.connect_failures += 1
+                await asyncio.sleep(self.rng.uniform(0.05, 0.2))
+                continue
+            try:
+                hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            except Exception:
+                self.stats.closes[ws.close_code] += 1
+                with contextlib.suppress(Exception):
+                    ws.transport.abort()
+                await asyncio.sleep(self.rng.uniform(0.05, 0.2))
+                continue
+            if hello.get("action") != "connected":
+                self.stats.unexpected.append(f"{self.name}: {hello} instead of connected")
+                await ws.close()
+                continue
+            await self._serve(ws, hello)
+            if not self.stopping:
+                await asyncio.sleep(self.rng.uniform(0.01, 0.1))
+
+    async def _serve(self, ws: websockets.ClientConnection, hello: Frame) -> None:
+        hello_at = f"{dt.datetime.now():%H:%M:%S.%f}"
+        self.hello = hello
+        self.ws = ws
+        self.generation += 1
+        if self.generation > 1:
+            self.stats.reconnects += 1
+        self.lost = asyncio.Event()
+        self.last_frame = time.monotonic()
+        self.on_connected()
+        self.up.set()
+        pinger = asyncio.create_task(self._ping(ws))
+        try:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for raw in ws:
+                    self.last_frame = time.monotonic()
+                    frame = json.loads(raw)
+                    if "error" in frame:
+                        self.errors.append((time.time(), frame))
+                    self.on_frame(frame)
+                    for waiter in list(self.waiters):
+                        predicate, future = waiter
+                        if not future.done() and predicate(frame):
+                            future.set_result(frame)
+                            self.waiters.remove(waiter)
+        except Exception as exc:  # a bug of this test's own: say so, keep going
+            self.stats.unexpected.append(f"{self.name}: {exc!r}")
+        finally:
+            pinger.cancel()
+            self.up.clear()
+            self.ws = None
+            self.stats.closes[ws.close_code] += 1
+            self.connections.append(
+                f"{self.generation}: {hello_at} {self.hello.get('connectionId')} "
+                f"..{dt.datetime.now():%H:%M:%S.%f} {ws.close_code}"
+            )
+            for _, future in self.waiters:
+                if not future.done():
+                    future.set_exception(ConnectionError("connection lost"))
+            self.waiters.clear()
+            self.lost_at = time.monotonic()
+            self.lost.set()
+
+    async def _ping(self, ws: websockets.ClientConnection) -> None:
+        """Ping when otherwise quiet, as a real client does; give up a socket silent too long."""
+        self.last_sent = 0.0
+        while True:
+            if time.monotonic() - self.last_sent >= self.ping_every:
+                self.last_sent = time.monotonic()
+                with contextlib.suppress(Exception):
+                    await ws.send('{"action":"ping"}')
+            await asyncio.sleep(self.ping_every / 2)
+            if time.monotonic() - self.last_frame > self.silent_limit:
+                ws.transport.abort()
+                return
+
+    async def send(self, frame: Frame) -> None:
+        ws = self.ws
+        if ws is None:
+            raise ConnectionError("not connected")
+        self.last_sent = time.monotonic()
+        try:
+            await ws.send(json.dumps(frame))
+        except websockets.ConnectionClosed as exc:
+            raise ConnectionError("connection lost") from exc
+
+    def send_soon(self, frame: Frame) -> None:
+        async def send() -> None:
+            with contextlib.suppress(ConnectionError):
+                await self.send(frame)
+
+        asyncio.get_running_loop().create_task(send())
+
+    async def request(
+        self, frame: Frame, answers: Callable[[Frame], bool], timeout: float = 5
+    ) -> Frame:
+        future = asyncio.get_running_loop().create_future()
+        waiter = (answers, future)
+        self.waiters.append(waiter)
+        try:
+            await self.send(frame)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+
+    def abort(self, *, chaos: bool = True) -> bool:
+        """Cut the TCP connection without a close frame, as a network failure does."""
+        ws = self.ws
+        if ws is None:
+            return False
+        ws.transport.abort()
+        self.stats.drops += chaos
+        return True
+
+    async def stop(self) -> None:
+        self.stopping = True
+        ws = self.ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2)
+
+
+def payment_answer(reply_to: str) -> Callable[[Frame], bool]:
+    def answers(frame: Frame) -> bool:
+        if frame.get("transactionId") != reply_to:
+            return False
+        if "error" in frame:
+            return frame.get("requestAction") in ("payment", "getTransactionStatus")
+        return frame.get("action") in ("paymentAccepted", "paymentComplete", "transactionStatus")
+
+    return answers
+
+
+class Desktop(Peer):
+    """A POS: pays in a loop, never gives a payment up, acks results it has without gaps."""
+
+    def __init__(self, *args: Any, terminal_id: str, payment_timeout: float, **kw: Any):
+        super().__init__(*args, **kw)
+        self.terminal_id = terminal_id
+        self.payment_timeout = payment_timeout
+        self.results: dict[str, list[Frame]] = defaultdict(list)
+        self.status_results: dict[str, str] = {}
+        self.done: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.started: list[str] = []
+        self.seqs: set[int] = set()
+        self.contiguous = 0
+        self.acked = 0
+        self.in_backlog = False
+        self.ack_pending = False
+        self.redeliveries = 0
+        self.duplicate_accepts = 0
+        self.abandoned: list[str] = []
+
+    def on_connected(self) -> None:
+        # Frames before the first pong are the gateway's redelivery of unacknowledged results.
+        self.in_backlog = True
+        self.acked = 0
+
+    def on_frame(self, frame: Frame) -> None:
+        action = frame.get("action")
+        if action == "pong":
+            self.in_backlog = False
+            self._ack()
+        elif action == "paymentComplete":
+            seq = frame["seq"]
+            if self.in_backlog or seq in self.seqs:
+                self.redeliveries += 1
+            self.seqs.add(seq)
+            self.results[frame["transactionId"]].append(frame)
+            self.done[frame["transactionId"]].set()
+            while self.contiguous + 1 in self.seqs:
+                self.contiguous += 1
+            self._ack()
+
+    def _ack(self) -> None:
+        # "ack N" acknowledges everything up to N: only ever ack what arrived without a gap.
+        # Acks go out at most once a second, covering whatever arrived meanwhile.
+        if self.contiguous > self.acked and self.ws is not None and not self.ack_pending:
+            self.ack_pending = True
+            asyncio.get_running_loop().call_later(1, self._send_ack)
+
+    def _send_ack(self) -> None:
+        self.ack_pending = False
+        if self.contiguous > self.acked and self.ws is not None:
+            self.acked = self.contiguous
+            self.send_soon({"action": "ack", "seq": self.contiguous})
+
+    async def pay_loop(self) -> None:
+        n = 0
+        while self.stats.more() and not self.stopping:
+            n += 1
+            # S: approved, D: declined, T: never answered, L: answered late, C: cancelled.
+            kind = self.rng.choices("SDTLC", weights=[84, 8, 3, 2, 3])[0]
+            tid = f"{self.device_id}.{n:04d}{kind}"
+            self.stats.started += 1
+            self.started.append(tid)
+            await self.one_payment(tid, kind)
+
+    async def one_payment(self, tid: str, kind: str) -> None:
+        loop = asyncio.get_running_loop()
+        frame = {
+            "action": "payment",
+            "terminalId": self.terminal_id,
+            "paymentRequest": {
+                "transactionId": tid,
+                "amount": f"{self.rng.randint(1, 99999) / 100:.2f}",
+                "currency": "EUR",
+                "paymentMethod": "CARD",
+            },
+        }
+        give_up = loop.time() + 45
+        stored = False
+        ask_status = False
+        cancel_sent = False
+        while not self.done[tid].is_set() and tid not in self.status_results:
+            if loop.time() > give_up:
+                self.abandoned.append(tid)
+                return
+            try:
+                await asyncio.wait_for(self.up.wait(), 10)
+            except TimeoutError:
+                continue
+            lost = self.lost
+            if stored and (ask_status or self.rng.random() < 0.5):
+                outgoing: Frame = {"action": "getTransactionStatus", "transactionId": tid}
+            else:
+                outgoing = frame  # the same payment again: the gateway is idempotent on it
+            ask_status = False
+            try:
+                reply = await self.request(outgoing, payment_answer(tid))
+            except (ConnectionError, TimeoutError):
+                continue
+            if "error" in reply:
+                if reply.get("message") == "Transaction not found":
+                    stored = False  # never stored: pay again
+                elif reply.get("message") != "Terminal connection not found" and not (
+                    reply["error"] == FAILED_TO_PROCESS["error"]
+                    and reply["message"] == FAILED_TO_PROCESS["message"]
+                ):
+                    self.stats.unexpected.append(f"{self.name} {tid}: {reply}")
+                await asyncio.sleep(0.1)
+                continue
+            stored = True
+            if reply["action"] == "paymentComplete":
+                break
+            if reply["action"] == "transactionStatus":
+                if reply["status"] in FINAL:
+                    self.status_results[tid] = reply["status"]
+                    break
+            elif reply.get("duplicate"):
+                self.duplicate_accepts += 1
+            if kind == "C" and not cancel_sent:
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    answer = await self.request(
+                        {"action": "cancelPayment", "transactionId": tid},
+                        lambda f: (
+                            f.get("transactionId") == tid
+                            and f.get("action") in ("cancelRequested", "paymentComplete")
+                        ),
+                    )
+                    cancel_sent = answer.get("forwarded", True)
+            done = asyncio.ensure_future(self.done[tid].wait())
+            gone = asyncio.ensure_future(lost.wait())
+            finished, _ = await asyncio.wait(
+                [done, gone],
+                timeout=self.payment_timeout + 3,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            done.cancel()
+            gone.cancel()
+            if not finished:
+                ask_status = True  # no result in time: ask for it
+
+
+class Terminal(Peer):
+    """A payment terminal: answers by the kind its transactionId ends with, idempotently."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
+        self.received: list[tuple[str, bool]] = []
+        self.answers: dict[str, str] = {}
+        self.answered_at: dict[str, float] = {}
+        self.handling: dict[str, asyncio.Task] = {}
+        self.cancels: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.resent_received = 0
+        self.trace: dict[str, list[str]] = defaultdict(list)
+
+    def note(self, tid: str, what: str) -> None:
+        self.trace[tid].append(f"{dt.datetime.now():%H:%M:%S.%f} {what} (conn {self.generation})")
+
+    def on_connected(self) -> None:
+        # A result sent just before the socket died may never have arrived: send it again
+        # (the gateway ignores a repeat; one after a timeout is a late result, as it should be).
+        for tid, at in self.answered_at.items():
+            if at > self.lost_at - 1.5:
+                self.note(tid, "answer again after reconnect")
+                self.send_soon(self.response(tid))
+
+    def on_frame(self, frame: Frame) -> None:
+        action = frame.get("action")
+        if action == "paymentRequest":
+            tid = frame["paymentRequest"]["transactionId"]
+            resent = frame.get("resent") is True
+            self.resent_received += resent
+            self.received.append((tid, resent))
+            self.note(tid, f"request{' resent' if resent else ''}")
+            if tid in self.answers:
+                self.send_soon(self.response(tid))
+            elif tid not in self.handling:
+                self.handling[tid] = asyncio.get_running_loop().create_task(self.handle(tid))
+        elif action == "cancelPayment":
+            self.note(frame["transactionId"], "cancel")
+            self.cancels[frame["transactionId"]].set()
+
+    async def handle(self, tid: str) -> None:
+        kind = tid[-1]
+        if kind == "T":
+            return  # never answers: the gateway times it out
+        if kind in "LC":
+            # L answers SUCCESS only once the gateway gave up (its cancelPayment on timeout);
+            # C is cancelled by the desktop.
+            await self.cancels[tid].wait()
+            status = "SUCCESS" if kind == "L" else "CANCELLED"
+        else:
+            await asyncio.sleep(self.rng.uniform(0, 0.03))
+            status = "SUCCESS" if kind == "S" else "DECLINED"
+        self.answers[tid] = status
+        self.answered_at[tid] = time.monotonic()
+        try:
+            await self.send(self.response(tid))
+            self.note(tid, f"answered {status}")
+        except ConnectionError:
+            self.note(tid, f"answer {status} not sent")
+
+    def response(self, tid: str) -> Frame:
+        status = self.answers[tid]
+        return {
+            "action": "paymentResponse",
+            "paymentResponse": {
+                "transactionId": tid,
+                "status": status,
+                "authorizationCode": f"A{abs(hash(tid)) % 1000000:06d}"
+                if status == "SUCCESS"
+                else None,
+                "errorMessage": None if status == "SUCCESS" else status.title(),
+            },
+        }
+
+
+# --- 1. The chaos test ---------------------------------------------------------------------------
+
+CHAOS_TIMEOUT_S = 3
+CHAOS_ENV = {
+    "PAYMENT_TIMEOUT_S": str(CHAOS_TIMEOUT_S),
+    "HEARTBEAT_INTERVAL_S": "1",
+    "HEARTBEAT_TIMEOUT_S": "1",
+    "RECONNECT_GRACE_S": "2",
+    "SWEEP_INTERVAL_S": "0.2",
+    "LOG_LEVEL": "WARNING",
+}
+STORES, PAIRS_PER_STORE, PAYMENTS = 4, 5, 2000
+# Setup and payments end within this; settling, checks and teardown take the rest of the 175 s.
+DEADLINE_S = 145
+
+
+def create_devices(
+    deployment: Deployment, slugs: list[str], count: int
+) -> dict[str, dict[str, list[str]]]:
+    """``create_device --count`` for the desktops and terminals of every store, in one Django
+    start-up (each is seconds of CPU on a busy machine): ``{slug: {type: [keys]}}``."""
+    code = (
+        "import io, json\n"
+        "from django.core.management import call_command\n"
+        "keys = {}\n"
+        f"for slug in {slugs!r}:\n"
+        "    for kind, base in (('desktop', 'POS'), ('terminal', 'TERM')):\n"
+        "        out = io.StringIO()\n"
+        "        call_command('create_device', group=slug, device_type=kind, device_id=base,\n"
+        f"                     count={count}, stdout=out, stderr=io.StringIO())\n"
+        "        keys.setdefault(slug, {})[kind] = out.getvalue().split()\n"
+        "print(json.dumps(keys))\n"
+    )
+    keys = json.loads(deployment.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
+    assert all(len(k) == count for store in keys.values() for k in store.values()), keys
+    return keys
+
+
+def now() -> str:
+    return f"{dt.datetime.now():%H:%M:%S.%f}"
+
+
+async def _chaos(
+    rng: random.Random,
+    stats: Stats,
+    peers: list[Peer],
+    servers: list[Server],
+    redis: RedisServer,
+    done: asyncio.Event,
+) -> list[str]:
+    """Cut sockets all along; kill one daphne at 30 % and restart Redis at 60 % of the run."""
+    log: list[str] = []
+    killed = redis_restarted = False
+    while not done.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), rng.uniform(0.15, 0.6))
+        if done.is_set():
+            break
+        rng.choice(peers).abort()
+        if not killed and stats.started >= 0.3 * stats.target:
+            killed = True
+            index = rng.randrange(len(servers))
+            victim = servers[index]
+            await asyncio.to_thread(victim.kill)
+            log.append(
+                f"{now()} killed daphne on port {victim.port} after {stats.started} payments"
+            )
+            await asyncio.sleep(0.5)
+            servers[index] = await asyncio.to_thread(restart, victim)
+            log.append(f"{now()} restarted daphne on port {victim.port}")
+        elif not redis_restarted and stats.started >= 0.6 * stats.target:
+            redis_restarted = True
+            began = time.time()
+            await asyncio.to_thread(redis.stop)
+            log.append(f"{now()} stopped redis after {stats.started} payments")
+            await asyncio.sleep(1)
+            await asyncio.to_thread(redis.start)
+            stats.outage = (began, time.time())
+            log.append(f"{now()} restarted redis after {stats.outage[1] - began:.1f} s")
+    assert killed, log
+    assert redis_restarted, log
+    return log
+
+
+@pytest.mark.timeout(175)
+async def test_payments_survive_drops_a_killed_process_and_a_redis_restart(tmp_path):
+    """2,000+ payments under faults: none lost, none doubled, none left hanging."""
+    rng = random.Random(20260)
+    phases: dict[str, float] = {}
+    clock = time.monotonic()
+    with (
+        own_redis(tmp_path) as redis,
+        production_deployment(redis_url=redis.url, **CHAOS_ENV) as deployment,
+    ):
+        slugs = [f"chaos-{n}" for n in range(STORES)]
+        # Django start-ups all, side by side: the two servers and the devices.
+        with ThreadPoolExecutor(3) as pool:
+            starting = [pool.submit(deployment.server) for _ in range(2)]
+            keys = create_devices(deployment, slugs, PAIRS_PER_STORE)
+            servers = [future.result() for future in starting]
+        urls = [s.ws_url for s in servers]  # ports survive the restart
+
+        stats = Stats()
+        stats.target = PAYMENTS
+        desktops: list[Desktop] = []
+        terminals: list[Terminal] = []
+        for s, slug in enumerate(slugs):
+            desktop_keys, terminal_keys = keys[slug]["desktop"], keys[slug]["terminal"]
+            for p in range(PAIRS_PER_STORE):
+                # Each pair starts on different processes; reconnects go to either.
+                pair = s * PAIRS_PER_STORE + p
+                common = {"store": slugs[s], "urls": urls, "rng": rng, "stats": stats}
+                desktops.append(
+                    Desktop(
+                        desktop_keys[p],
+                        device_id=f"POS-{p + 1}",
+                        first_url=urls[pair % 2],
+                        terminal_id=f"TERM-{p + 1}",
+                        payment_timeout=CHAOS_TIMEOUT_S,
+                        **common,
+                    )
+                )
+                terminals.append(
+                    Terminal(
+                        terminal_keys[p],
+                        device_id=f"TERM-{p + 1}",
+                        first_url=urls[(pair + 1) % 2],
+                        **common,
+                    )
+                )
+        peers: list[Peer] = [*desktops, *terminals]
+
+        runners = [asyncio.create_task(peer.run()) for peer in peers]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(p.up.wait() for p in peers)), 20
+            )  # everyone connected before the clock starts
+            began = time.monotonic()
+            phases["setup"] = began - clock
+            # The whole test stays within its time limit, whatever the setup took.
+            run_limit = DEADLINE_S - phases["setup"]
+            finished = asyncio.Event()
+            chaos = asyncio.create_task(_chaos(rng, stats, peers, servers, redis, finished))
+            try:
+                await asyncio.wait_for(asyncio.gather(*(d.pay_loop() for d in desktops)), run_limit)
+            except TimeoutError:
+                # Too slow a machine: what was done is still checked, the count then fails.
+                print(f"\nchaos: stopped at {run_limit:.0f} s, {stats.started} payments started")
+            finally:
+                finished.set()
+                chaos_log = await asyncio.wait_for(chaos, 30)
+            phases["run"] = time.monotonic() - began
+
+            # Let what is in flight time out and late answers arrive; the database then rests.
+            await _wait_until_settled(deployment, CHAOS_TIMEOUT_S + 15)
+            phases["settle"] = time.monotonic() - began - phases["run"]
+
+            # Every desktop reconnects once more: whatever it has not acknowledged comes again.
+            for desktop in desktops:
+                desktop.abort(chaos=False)
+            await asyncio.wait_for(
+                asyncio.gather(*(_until_acked(d) for d in desktops)),
+                20,
+            )
+            await _wait_for_acks(deployment, 10)
+            phases["redelivery"] = time.monotonic() - began - phases["run"] - phases["settle"]
+        finally:
+            for peer in peers:
+                await peer.stop()
+            for runner in runners:
+                runner.cancel()
+            await asyncio.gather(*runners, return_exceptions=True)
+            for task in [t for terminal in terminals for t in terminal.handling.values()]:
+                task.cancel()
+
+        logs = {s.log_path.name: s.log() for s in deployment.servers}
+        for name, text in logs.items():  # kept with the test's tmp_path for a post-mortem
+            (tmp_path / name).write_text(text)
+        _check(deployment, desktops, terminals, stats, logs, chaos_log, phases)
+
+
+async def _wait_until_settled(deployment: Deployment, timeout: float) -> None:
+    """No payment in flight, and no new event for a second."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = None
+    while loop.time() < deadline:
+        in_flight, events = (
+            await asyncio.to_thread(
+                query,
+                deployment,
+                "SELECT (SELECT count(*) FROM payments_transaction"
+                "        WHERE status IN ('PENDING', 'IN_PROGRESS')),"
+                "       (SELECT count(*) FROM payments_transactionevent)",
+            )
+        )[0]
+        if in_flight == 0 and events == last:
+            return
+        last = events
+        await asyncio.sleep(1)
+    # Not settled: the checks below say what is hanging.
+
+
+async def _until_acked(desktop: Desktop) -> None:
+    """Wait for the desktop's next connection to have replayed its backlog."""
+    generation = desktop.generation
+    while desktop.generation == generation or desktop.in_backlog or not desktop.up.is_set():
+        await asyncio.sleep(0.05)
+
+
+async def _wait_for_acks(deployment: Deployment, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        unacked = await asyncio.to_thread(
+            query,
+            deployment,
+            "SELECT count(*) FROM payments_desktopmessage WHERE acked_at IS NULL",
+        )
+        if unacked[0][0] == 0:
+            return
+        await asyncio.sleep(0.2)
+
+
+def history(deployment: Deployment, slug: str, tid: str) -> str:
+    """The transaction's event log, to say what happened to it."""
+    events = query(
+        deployment,
+        "SELECT e.created_at, e.kind, e.source, e.old_status, e.new_status, e.detail "
+        "FROM payments_transactionevent e JOIN payments_transaction t ON t.id = e.transaction_id "
+        "JOIN terminals_group g ON g.id = t.group_id WHERE g.slug = %s AND t.transaction_id = %s "
+        "ORDER BY e.id",
+        slug,
+        tid,
+    )
+    return "; ".join(
+        f"{at:%H:%M:%S.%f} {kind} {source} {old}->{new} {detail or ''}"
+        for at, kind, source, old, new, detail in events
+    )
+
+
+def _check(
+    deployment: Deployment,
+    desktops: list[Desktop],
+    terminals: list[Terminal],
+    stats: Stats,
+    logs: dict[str, str],
+    chaos_log: list[str],
+    phases: dict[str, float],
+) -> None:
+    rows = query(
+        deployment,
+        "SELECT g.slug, t.transaction_id, t.status, t.late, d.device_id, term.device_id "
+        "FROM payments_transaction t JOIN terminals_group g ON g.id = t.group_id "
+        "JOIN terminals_device d ON d.id = t.desktop_id "
+        "JOIN terminals_device term ON term.id = t.terminal_id",
+    )
+    messages = query(
+        deployment,
+        "SELECT g.slug, d.device_id, m.seq, m.acked_at IS NOT NULL "
+        "FROM payments_desktopmessage m JOIN terminals_device d ON d.id = m.device_id "
+        "JOIN terminals_group g ON g.id = d.group_id",
+    )
+    status_of = {(slug, tid): status for slug, tid, status, *_ in rows}
+    by_desktop = {(d.store, d.device_id): d for d in desktops}
+    by_terminal = {(t.store, t.device_id): t for t in terminals}
+    problems: list[str] = []
+
+    # Every transaction final (nothing can legitimately be in flight this long after the run).
+    hanging = [(slug, tid, status) for slug, tid, status, *_ in rows if status not in FINAL]
+    problems += [f"still in flight: {h}" for h in hanging]
+
+    # Exactly the payments the desktops started, each stored once in its store.
+    stored = Counter((slug, tid) for slug, tid, *_ in rows)
+    doubled_rows = [key for key, count in stored.items() if count > 1]
+    started = {(d.store, tid) for d in desktops for tid in d.started}
+    abandoned = [tid for d in desktops for tid in d.abandoned]
+    problems += [f"stored twice: {key}" for key in doubled_rows]
+    problems += [f"started, never stored: {key}" for key in sorted(started - set(stored))[:20]]
+    problems += [f"stored, never started: {key}" for key in sorted(set(stored) - started)[:20]]
+    problems += [f"desktop gave up on {tid}" for tid in abandoned]
+
+    # Every final result reached its desktop (a paymentComplete, the latest one carrying the
+    # stored status) or was answered by getTransactionStatus.
+    lost: list[str] = []
+    for slug, tid, status, _late, desktop_id, _terminal_id in rows:
+        desktop = by_desktop[(slug, desktop_id)]
+        frames = sorted(desktop.results.get(tid, []), key=lambda f: f["seq"])
+        seen = frames[-1]["paymentResponse"]["status"] if frames else None
+        if status in FINAL and status not in (seen, desktop.status_results.get(tid)):
+            lost.append(f"{slug}/{tid}: {status} in the database, desktop saw {seen}")
+    # Every result pushed (a numbered DesktopMessage) reached the desktop and was acknowledged.
+    for slug, device_id, seq, acked in messages:
+        desktop = by_desktop[(slug, device_id)]
+        if seq not in desktop.seqs:
+            lost.append(f"{slug}/{device_id} never got result seq {seq}")
+        elif not acked:
+            problems.append(f"{slug}/{device_id} result seq {seq} received but not acked")
+
+    # No terminal got the same payment twice unless the gateway said it was resent.
+    duplicates: list[str] = []
+    for terminal in terminals:
+        plain = Counter(tid for tid, resent in terminal.received if not resent)
+        duplicates += [f"{terminal.name} got {tid} {n}x" for tid, n in plain.items() if n > 1]
+    # No payment doubled or dropped: the SUCCESSes the terminals reported are the SUCCESS rows.
+    success_rows = defaultdict(set)
+    for slug, tid, status, _late, _desktop_id, terminal_id in rows:
+        if status == "SUCCESS":
+            success_rows[(slug, terminal_id)].add(tid)
+    for key, terminal in by_terminal.items():
+        approved = {tid for tid, status in terminal.answers.items() if status == "SUCCESS"}
+        for tid in sorted(approved ^ success_rows[key]):
+            # Approved but not stored as such: the money moved, the gateway says otherwise.
+            found = lost if tid in approved else duplicates
+            found.append(
+                f"{terminal.name} {tid}: terminal answered {terminal.answers.get(tid)}, "
+                f"stored {status_of.get((key[0], tid))}; {history(deployment, key[0], tid)}; "
+                f"terminal: {terminal.trace[tid]}; connections: {terminal.connections[-8:]}"
+            )
+    problems += lost
+    problems += duplicates
+
+    # No 500s: "Internal Server Error" only while Redis was down.
+    outage_from, outage_to = stats.outage or (0.0, 0.0)
+
+    def in_outage(at: float | None) -> bool:
+        return at is not None and outage_from - 0.5 <= at <= outage_to + 2
+
+    errors = [(at, f, p.name) for p in [*desktops, *terminals] for at, f in p.errors]
+    ise = [(at, f, name) for at, f, name in errors if f["error"] == "Internal Server Error"]
+    ise_outside = [e for e in ise if not in_outage(e[0])]
+    problems += [f"Internal Server Error outside the Redis outage: {e}" for e in ise_outside]
+    problems += [f"unexpected: {u}" for u in stats.unexpected]
+    error_kinds = Counter(f"{f['error']}: {f['message']}" for _, f, _ in errors)
+
+    # The servers logged no traceback, except the Redis client's own while Redis was down.
+    outage_tracebacks = 0
+    for name, log in logs.items():
+        for at, text in tracebacks(log):
+            if is_redis_outage(text) and in_outage(at):
+                outage_tracebacks += 1
+            else:
+                when = f"{at - outage_from:+.1f} s from the Redis stop" if at else "?"
+                problems.append(f"traceback in {name} ({when}):\n{text[-3000:]}")
+
+    statuses = Counter(status for _, _, status, *_ in rows)
+    late = sum(1 for row in rows if row[3])
+    counts = (
+        f"payments={len(rows)} succeeded={statuses['SUCCESS']} declined={statuses['DECLINED']} "
+        f"timeouts={statuses['TIMEOUT']} cancelled={statuses['CANCELLED']} "
+        f"failed={statuses['FAILED']} late={late} drops={stats.drops} "
+        f"reconnects={stats.reconnects} "
+        f"redeliveries={sum(d.redeliveries for d in desktops)} "
+        f"resent={sum(t.resent_received for t in terminals)} "
+        f"duplicates={len(duplicates) + len(doubled_rows)} lost={len(lost)}"
+    )
+    print(f"\nchaos: {counts}")
+    print(
+        f"chaos: {', '.join(f'{k} {v:.1f} s' for k, v in phases.items())}; "
+        f"{'; '.join(chaos_log)}; "
+        f"Internal Server Error: {len(ise) - len(ise_outside)} during the Redis outage "
+        f"{[(name, f.get('requestAction'), f.get('transactionId')) for _, f, name in ise]}, "
+        f"{len(ise_outside)} outside; "
+        f"outage tracebacks logged={outage_tracebacks}; "
+        f"idempotent repeats answered duplicate={sum(d.duplicate_accepts for d in desktops)}; "
+        f"status answers={sum(len(d.status_results) for d in desktops)}; "
+        f"close codes={dict(stats.closes)}; connect failures={stats.connect_failures}; "
+        f"error frames={dict(error_kinds)}"
+    )
+    if len(rows) < PAYMENTS:
+        problems.insert(0, f"only {len(rows)} payments, not {PAYMENTS}")
+    assert not problems, "\n".join(problems[:40])
+
+
+# --- 2. Redis comes back -------------------------------------------------------------------------
+
+
+async def pay_across(desktop: DeviceClient, terminal: DeviceClient, tid: str) -> None:
+    """A whole payment: accepted, forwarded once, approved, completed at the desktop."""
+    _, request = await pay(desktop, terminal, "TERM", tid)
+    assert not request.get("resent"), request
+    complete = await finish(desktop, terminal, tid)
+    assert complete["paymentResponse"]["status"] == "SUCCESS", complete
+    await desktop.send({"action": "ack", "seq": complete["seq"]})
+
+
+async def pay_during_outage(url: str, key: str, tid: str) -> str:
+    """What a POS sees when it pays while Redis is down (it connects afresh, as it would)."""
+    try:
+        client = await DeviceClient.connect(url, key)
+    except Exception as exc:
+        return f"connect failed: {exc!r}"
+    try:
+        hello = await client.recv(10)
+        if hello.get("action") != "connected":
+            return f"instead of connected: {hello}"
+        await client.send(payment_frame("TERM", tid))
+        while True:
+            frame = await client.recv(10)
+            if "error" in frame:
+                return f"{frame['error']}: {frame['message']}"
+            if frame.get("action") in ("paymentAccepted", "paymentComplete"):
+                return f"answered {frame}"
+    except websockets.ConnectionClosed as exc:
+        return f"closed {exc.rcvd.code if exc.rcvd else None}"
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 2)
+
+
+@pytest.mark.timeout(120)
+async def test_gateway_serves_again_once_redis_is_back(tmp_path, close_clients):
+    """Redis down: sockets are closed (4503), /healthz says so, nothing half-paid; Redis back:
+    the same daphne processes serve again."""
+    with (
+        own_redis(tmp_path) as redis,
+        production_deployment(redis_url=redis.url, PAYMENT_TIMEOUT_S="5") as deployment,
+    ):
+        a, b = deployment.server(), deployment.server()
+        pids = (a.proc.pid, b.proc.pid)
+        gw = Gateway(deployment, a)
+        store = gw.store()
+        gw.close()
+        desktop = await gw.connect(store.desktop)
+        terminal = await gw.connect(store.terminal, url=b.ws_url)
+        await pay_across(desktop, terminal, "before-outage")
+
+        await asyncio.to_thread(redis.stop)
+        # The sockets the gateway can no longer serve are closed, so their clients reconnect
+        # (and then get whatever they missed): "come back later", not a dead socket.
+        assert await desktop.wait_closed(10) == 4503
+        assert await terminal.wait_closed(10) == 4503
+        for server in (a, b):
+            status, body = await asyncio.to_thread(server.healthz)
+            assert (status, body["channelLayer"], body["database"]) == (503, "error", "ok"), body
+
+        outcomes = [
+            await pay_during_outage(a.ws_url, store.desktop, f"during-outage-{n}") for n in range(3)
+        ]
+        print(f"\npayments while Redis is down: {outcomes}")
+        refused = {
+            "Internal Server Error: Failed to process message",  # the forward failed
+            "Not Found: Terminal connection not found",  # the terminal's socket is gone too
+            "closed 4503",  # closed before the frame was read
+        }
+        assert set(outcomes) <= refused, outcomes
+
+        await asyncio.to_thread(redis.start)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        for server in (a, b):
+            while (await asyncio.to_thread(server.healthz))[0] != 200:
+                assert loop.time() < deadline, await asyncio.to_thread(server.healthz)
+                await asyncio.sleep(0.2)
+        # ... without restarting them.
+        assert (a.proc.poll(), b.proc.poll()) == (None, None)
+        assert (a.proc.pid, b.proc.pid) == pids
+
+        # Both ways across the processes, on the processes that lived through the outage.
+        desktop = await gw.connect(store.desktop)
+        terminal = await gw.connect(store.terminal, url=b.ws_url)
+        await pay_across(desktop, terminal, "after-outage-1")
+        await desktop.close()
+        await terminal.close()
+        desktop = await gw.connect(store.desktop, url=b.ws_url)
+        terminal = await gw.connect(store.terminal)
+        await pay_across(desktop, terminal, "after-outage-2")
+
+        # What was tried during the outage never became a payment in flight, and never
+        # reached the terminal.
+        for n in range(3):
+            await desktop.send(
+                {"action": "getTransactionStatus", "transactionId": f"during-outage-{n}"}
+            )
+            answer = await desktop.recv(10)
+            while answer.get("action") not in ("transactionStatus", None):
+                answer = await desktop.recv(10)
+            assert answer.get("message") == "Transaction not found" or (
+                answer.get("status") == "FAILED"
+            ), answer
+        stray = [f for f in await terminal.quiet_for(1) if f.get("action") == "paymentRequest"]
+        assert not stray, stray
+
+
+# --- 3. The database refuses a query --------------------------------------------------------------
+
+REFUSE = {
+    "postgresql": [
+        "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+        "CREATE TRIGGER {name} BEFORE INSERT ON payments_transaction FOR EACH ROW "
+        "WHEN (NEW.group_id = {group}) EXECUTE FUNCTION {name}()",
+    ],
+    "sqlite": [
+        "CREATE TRIGGER {name} BEFORE INSERT ON payments_transaction "
+        "WHEN NEW.group_id = {group} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    ],
+}
+ALLOW = {
+    "postgresql": [
+        "DROP TRIGGER {name} ON payments_transaction",
+        "DROP FUNCTION {name}()",
+    ],
+    "sqlite": ["DROP TRIGGER {name}"],
+}
+
+
+def run_sql(deployment: Deployment, statements: dict[str, list[str]], slug: str, name: str):
+    """Run the statements for this database (SQLite or PostgreSQL) with the store's id."""
+    code = (
+        "from django.db import connection\n"
+        "from terminals.models import Group\n"
+        f"group = Group.objects.get(slug={slug!r}).pk\n"
+        f"statements = {statements!r}[connection.vendor]\n"
+        "with connection.cursor() as cursor:\n"
+        "    for sql in statements:\n"
+        f"        cursor.execute(sql.format(name={name!r}, group=group))\n"
+    )
+    deployment.manage("shell", "-c", code)
+
+
+async def test_a_refused_insert_is_an_internal_error_and_the_gateway_keeps_serving(
+    gateway, close_clients
+):
+    """The database refuses to store a payment: the desktop is told, the socket stays up,
+    nothing is stored or forwarded; once the database accepts again, the same payment works."""
+    store = gateway.store()
+    name = f"refuse_{store.slug.replace('-', '_')}"
+    desktop = await gateway.connect(store.desktop)
+    terminal = await gateway.connect(store.terminal)
+    await asyncio.to_thread(run_sql, gateway.deployment, REFUSE, store.slug, name)
+    try:
+        await desktop.send(payment_frame("TERM", "refused-once"))
+        error = await desktop.recv_error()
+        assert error == {
+            **FAILED_TO_PROCESS,
+            "requestAction": "payment",
+            "transactionId": "refused-once",
+        }
+        await desktop.ping()  # still up and answering
+        await desktop.send({"action": "getTransactionStatus", "transactionId": "refused-once"})
+        assert (await desktop.recv_error())["message"] == "Transaction not found"
+        forwarded = [
+            f for f in await terminal.quiet_for(0.5) if f.get("action") == "paymentRequest"
+        ]
+        assert not forwarded, forwarded
+    finally:
+        await asyncio.to_thread(run_sql, gateway.deployment, ALLOW, store.slug, name)
+
+    await pay_across(desktop, terminal, "refused-once")
