@@ -61,16 +61,23 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
+        last_error: object = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daphne exited at start:\n{self.log()}")
+            # A process's first request imports the URLconf and every view: on a loaded machine
+            # that takes seconds, and a client that gives up early would only ask again.
+            wait = max(1.0, min(15.0, deadline - time.monotonic()))
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=wait) as resp:
                     if resp.status == 200:
                         return self
-            except OSError:
+            except OSError as exc:
+                last_error = exc
                 time.sleep(0.1)
-        raise RuntimeError(f"daphne did not become healthy:\n{self.log()}")
+        raise RuntimeError(
+            f"daphne did not become healthy in {timeout} s (last: {last_error!r}):\n{self.log()}"
+        )
 
     def healthz(self) -> tuple[int, dict]:
         try:
