@@ -51,7 +51,7 @@ class Server:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/"
 
-    def start(self, timeout: float = 30) -> Server:
+    def _spawn(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "posgateway.asgi:application"],
@@ -60,6 +60,9 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+    def start(self, timeout: float = 30) -> Server:
+        self._spawn()
         deadline = time.monotonic() + timeout
         last_error: object = None
         while time.monotonic() < deadline:
@@ -78,6 +81,22 @@ class Server:
         raise RuntimeError(
             f"daphne did not become healthy in {timeout} s (last: {last_error!r}):\n{self.log()}"
         )
+
+    def start_listening(self, timeout: float = 30) -> Server:
+        """Start and wait only until the port accepts connections: no request reaches the
+        application (for tests of what a process does before anyone talks to it)."""
+        self._spawn()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daphne exited at start:\n{self.log()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 1),
+            ):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"daphne did not listen in {timeout} s:\n{self.log()}")
 
     def healthz(self) -> tuple[int, dict]:
         try:
