@@ -8,6 +8,7 @@ from rest_framework.routers import SimpleRouter
 from payments import api as payments_api
 from posgateway.health import healthz
 from sessions import terminal_api
+from sessions.api import SessionViewSet, TerminalRequestViewSet
 from terminals.api import DeviceViewSet, GroupViewSet, TerminalViewSet
 
 # The REST API (docs/api.md): read-only, every endpoint scoped to the user's stores.
@@ -16,6 +17,8 @@ api.register("groups", GroupViewSet, basename="group")
 api.register("terminals", TerminalViewSet, basename="terminal")
 api.register("devices", DeviceViewSet, basename="device")
 api.register("transactions", payments_api.TransactionViewSet, basename="transaction")
+api.register("sessions", SessionViewSet, basename="session")
+api.register("terminal-requests", TerminalRequestViewSet, basename="terminal-request")
 
 # The schema and its docs UI are public; their assets come from the sidecar package.
 _public = {"permission_classes": [AllowAny], "authentication_classes": []}

@@ -56,6 +56,10 @@ def test_schema_lists_every_endpoint(schema):
         "/api/transactions/export/",
         "/api/reports/daily/",
         "/api/reports/daily/export/",
+        "/api/sessions/",
+        "/api/sessions/{id}/",
+        "/api/terminal-requests/",
+        "/api/terminal-requests/{id}/",
     }
     # Read-only: nothing but GET.
     assert {method for ops in schema["paths"].values() for method in ops} == {"get"}
@@ -68,6 +72,35 @@ def test_every_filter_of_the_contract_is_documented(schema):
     assert {"store", "date_from", "date_to"} <= params(schema, "/api/reports/daily/export/")
     assert {"store", "status", "page", "page_size"} <= params(schema, "/api/terminals/")
     assert {"store", "type", "status", "is_active"} <= params(schema, "/api/devices/")
+    assert {
+        "store",
+        "group",
+        "terminal",
+        "desktop",
+        "status",
+        "session_id",
+        "created_after",
+        "created_before",
+        "ordering",
+        "page",
+        "page_size",
+    } <= params(schema, "/api/sessions/")
+    assert {
+        "store",
+        "group",
+        "terminal",
+        "desktop",
+        "type",
+        "input_type",
+        "status",
+        "session",
+        "request_id",
+        "created_after",
+        "created_before",
+        "ordering",
+        "page",
+        "page_size",
+    } <= params(schema, "/api/terminal-requests/")
 
 
 def test_every_error_is_documented_in_the_one_error_shape(schema):
