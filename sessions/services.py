@@ -148,12 +148,7 @@ def _session_begin(*, desktop: Device, parsed: dict[str, Any], outbox: Outbox) -
     header = parsed["header"]
     terminal = _session_terminal(desktop, header["POIID"])
     with transaction.atomic():
-        current = (
-            TerminalSession.objects.select_for_update()
-            .filter(group_id=desktop.group_id, state=SessionState.ACTIVE)
-            .filter(terminal=terminal)
-            .first()
-        )
+        current = _locked_active_session(terminal)
         if current is not None:
             if current.session_id == parsed["sessionId"]:
                 return current  # Begin repeated: the same session, not a second one
@@ -179,9 +174,8 @@ def _session_begin(*, desktop: Device, parsed: dict[str, Any], outbox: Outbox) -
                     last_request_at=now,
                 )
         except IntegrityError:
-            raise TerminalApiFailure(
-                "Busy", f"Session {parsed['sessionId']} is already active on another terminal"
-            ) from None
+            # Another Begin committed first: tell which rule it hit (or it was this one).
+            return _begin_conflict(desktop=desktop, terminal=terminal, parsed=parsed)
         outbox.frame(
             live.channel_name,
             {"action": "sessionBegin", "session": session_frame(session), "timestamp": now_iso()},
@@ -194,6 +188,41 @@ def _session_begin(*, desktop: Device, parsed: dict[str, Any], outbox: Outbox) -
         desktop.group_id,
     )
     return session
+
+
+def _locked_active_session(terminal: Device) -> TerminalSession | None:
+    """The terminal's active session, locked. Nothing to lock when there is none: two Begins
+    may both see None, and the unique constraints decide (see ``_begin_conflict``)."""
+    return (
+        TerminalSession.objects.select_for_update()
+        .filter(terminal=terminal, state=SessionState.ACTIVE)
+        .first()
+    )
+
+
+def _begin_conflict(
+    *, desktop: Device, terminal: Device, parsed: dict[str, Any]
+) -> TerminalSession:
+    """Which active session a Begin collided with: the same one (Begin repeated: returned), the
+    terminal's other session, or this Id active on another terminal (both Busy)."""
+    session_id = parsed["sessionId"]
+    on_terminal = active_session(terminal_pk=terminal.pk)
+    if on_terminal is not None:
+        if on_terminal.session_id == session_id:
+            return on_terminal
+        raise TerminalApiFailure(
+            "Busy", f"Terminal {parsed['header']['POIID']} already has an active session"
+        )
+    if TerminalSession.objects.filter(
+        group_id=desktop.group_id, session_id=session_id, state=SessionState.ACTIVE
+    ).exists():
+        raise TerminalApiFailure(
+            "Busy", f"Session {session_id} is already active on another terminal"
+        )
+    # The colliding session already ended again: still Busy, this Begin raced another.
+    raise TerminalApiFailure(
+        "Busy", f"Another session was begun on terminal {parsed['header']['POIID']} meanwhile"
+    )
 
 
 def _session_end(*, desktop: Device, parsed: dict[str, Any], outbox: Outbox) -> TerminalSession:
@@ -381,6 +410,45 @@ def request_start(
         "status": req.status,
         "timestamp": now_iso(),
     }
+
+
+def in_flight_requests(*, terminal_pk: int, outbox: Outbox | None = None) -> list[dict[str, Any]]:
+    """Display / input requests still in flight to a terminal that just reconnected.
+
+    Sent again as they were, marked ``resent``, with the session's current waiting screen: the
+    rule of payments (terminals treat requestId as idempotent). ``outbox`` is taken for the
+    symmetry with ``payments.in_flight_requests``; nothing changes, so nothing is published.
+    """
+    # Locked: a request timing out meanwhile is either not re-sent, or re-sent first.
+    with transaction.atomic():
+        reqs = list(
+            TerminalRequest.objects.select_for_update(no_key=True)
+            .filter(terminal_id=terminal_pk, status=RequestStatus.IN_PROGRESS)
+            .order_by("created_at", "pk")
+        )
+        return [_resent_frame(req) for req in reqs]
+
+
+def _resent_frame(req: TerminalRequest) -> dict[str, Any]:
+    desktop = live_connection(device_id=req.desktop_id)
+    frame: dict[str, Any] = {
+        "action": f"{req.kind}Request",
+        "desktopId": desktop.connection_id if desktop is not None else None,
+        "requestId": req.request_id,
+        f"{req.kind}Request": req.request,
+        "timestamp": now_iso(),
+    }
+    screen = waiting_screen(terminal_pk=req.terminal_id, operation_type=OPERATION_OF_KIND[req.kind])
+    if screen is not None:
+        frame["waitingScreen"] = screen
+    frame["resent"] = True
+    logger.info(
+        "%s request %s resent to the reconnected terminal store=%s",
+        req.kind,
+        req.request_id,
+        req.group_id,
+    )
+    return frame
 
 
 def _stored_result(req: TerminalRequest, response: dict[str, Any]) -> dict[str, Any]:

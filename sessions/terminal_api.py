@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -21,8 +22,6 @@ from terminals.models import DeviceType
 from terminals.selectors import device_for_key, live_connection
 
 logger = logging.getLogger("sessions.terminal_api")
-
-MAX_BODY_BYTES = 65536
 
 
 def _error(status: int, error: str, message: str) -> JsonResponse:
@@ -35,8 +34,9 @@ def _handle(request: HttpRequest, *, push: bool) -> HttpResponse:
     if desktop is None or desktop.device_type != DeviceType.DESKTOP:
         return _error(401, "Unauthorized", "A valid desktop API key is required in x-api-key")
     body = request.body
-    if len(body) > MAX_BODY_BYTES:
-        return _error(413, "Payload Too Large", f"The body exceeds {MAX_BODY_BYTES} bytes")
+    limit = settings.MAX_MESSAGE_BYTES  # the same limit as a WebSocket frame
+    if len(body) > limit:
+        return _error(413, "Payload Too Large", f"The body exceeds {limit} bytes")
     try:
         document = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError, RecursionError):

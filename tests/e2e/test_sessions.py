@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import json
+import random
 import uuid
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 
 from posgateway.client import Operation, TerminalApiClient, TerminalApiError
 from posgateway.client.terminal_api import admin_request
+from terminals.management.commands.simulate_terminal import Simulator
 from tests.e2e.conftest import TIMESTAMP, Gateway, Store
 from tests.e2e.conftest import DeviceClient as Device
 from tests.e2e.harness import deployment_for_this_run
@@ -716,3 +719,116 @@ async def test_an_unanswered_display_request_times_out_to_the_desktop(short: Gat
     late = await terminal.recv_error()
     assert late["error"] == "Conflict"
     assert await desktop.frames_until_pong() == []
+
+
+# --- Reconnects re-send what is in flight, and the simulated terminal -------------------------
+
+
+async def test_a_reconnecting_terminal_gets_its_in_flight_display_and_input_again(api: Gateway):
+    store, desktop, terminal = await devices(api)
+    sid = session_id()
+    await begin_sync(api, store.desktop, "TERM", sid, operations=[Operation("DisplayRequest", 900)])
+    await terminal.recv_action("sessionBegin")
+    rid = f"D-{uuid.uuid4().hex[:8]}"
+    await display(desktop, rid)
+    first = await terminal.recv_action("displayRequest", requestId=rid)
+    assert "resent" not in first
+
+    # Replaced by a new connection with the same key before answering.
+    again = await api.connect(store.terminal)
+    assert (await again.recv_action("sessionBegin"))["resumed"] is True
+    resent = await again.recv_action("displayRequest", requestId=rid)
+    assert resent["resent"] is True
+    assert resent["displayRequest"] == first["displayRequest"]
+    assert resent["waitingScreen"] == {"sessionId": sid, "timeoutMs": 900}
+    await again.send(
+        {"action": "displayResponse", "displayResponse": {"requestId": rid, "status": "SUCCESS"}}
+    )
+    done = await desktop.recv_action("displayComplete", requestId=rid)
+    assert done["displayResponse"]["status"] == "SUCCESS"
+
+    # Outside a session, lost without a goodbye: the input request comes again, no waiting screen.
+    await post(api, "/terminal-api/sync", end_document(sid), key=store.desktop)
+    await again.recv_action("sessionEnd")
+    iid = f"IN-{uuid.uuid4().hex[:8]}"
+    ask = {"requestId": iid, "type": "number", "prompt": "Guests?"}
+    await desktop.request(
+        {"action": "input", "terminalId": "TERM", "inputRequest": ask}, "inputAccepted"
+    )
+    await again.recv_action("inputRequest", requestId=iid)
+    again.ws.transport.abort()
+    back = await api.connect(store.terminal)
+    resent = await back.recv_action("inputRequest", requestId=iid)
+    assert resent["resent"] is True
+    assert "waitingScreen" not in resent
+    await back.send(
+        {
+            "action": "inputResponse",
+            "inputResponse": {"requestId": iid, "status": "SUCCESS", "value": 4},
+        }
+    )
+    done = await desktop.recv_action("inputComplete", requestId=iid)
+    assert done["inputResponse"]["value"] == "4"
+
+
+async def test_simulate_terminal_answers_display_and_input_requests(api: Gateway):
+    store = api.store()
+    desktop = await api.connect(store.desktop)
+    log: list[str] = []
+    simulator = Simulator(
+        url=api.server.ws_url,
+        key=store.terminal,
+        behaviour="approve",
+        delay=0,
+        count=0,
+        duration=60,
+        heartbeat=30,
+        rng=random.Random(1),
+        write=log.append,
+    )
+    task = asyncio.create_task(simulator.run())
+    try:
+        await desktop.recv_action("terminalStatusUpdate")  # the simulator came online
+        sid = session_id()
+        ops = [Operation("DisplayRequest", 500), Operation("InputRequest", 500)]
+        await begin_sync(api, store.desktop, "TERM", sid, operations=ops)
+        rid = f"D-{uuid.uuid4().hex[:8]}"
+        await display(desktop, rid)
+        done = await desktop.recv_action("displayComplete", requestId=rid)
+        assert done["displayResponse"]["status"] == "SUCCESS"
+        asks = [
+            ({"type": "confirmation"}, True),
+            ({"type": "text"}, "simulated text"),
+            ({"type": "number"}, "42"),
+            ({"type": "email"}, "customer@example.com"),
+            ({"type": "phone"}, "+1 555 0100"),
+            ({"type": "menu", "options": ["0", "10", "15"]}, "0"),
+        ]
+        for body, value in asks:
+            iid = f"IN-{uuid.uuid4().hex[:8]}"
+            ask = {"requestId": iid, "prompt": "?", **body}
+            frame = {"action": "input", "terminalId": "TERM", "inputRequest": ask}
+            await desktop.request(frame, "inputAccepted")
+            done = await desktop.recv_action("inputComplete", requestId=iid)
+            assert done["inputResponse"]["status"] == "SUCCESS", done
+            assert done["inputResponse"]["value"] == value
+        iid = f"IN-{uuid.uuid4().hex[:8]}"
+        ask = {"requestId": iid, "prompt": "Sign", "type": "signature"}
+        await desktop.request(
+            {"action": "input", "terminalId": "TERM", "inputRequest": ask}, "inputAccepted"
+        )
+        done = await desktop.recv_action("inputComplete", requestId=iid)
+        assert done["inputResponse"]["value"].startswith("data:image/png;base64,")
+        await post(api, "/terminal-api/sync", end_document(sid), key=store.desktop)
+        for _ in range(50):  # the sessionEnd reaches the simulator's log
+            if any(line.startswith(f"sessionEnd {sid}") for line in log):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert any(line.startswith(f"sessionBegin {sid}:") for line in log), log
+    assert any(line.startswith(f"displayRequest {rid}: Thank you | Please wait") for line in log)
+    assert any(line.startswith(f"sessionEnd {sid} (ended)") for line in log), log
+    assert not any("gateway error" in line for line in log), log

@@ -241,8 +241,64 @@ def test_an_active_session_id_cannot_be_begun_on_a_second_terminal(
     response, session, sent = api(run, world, begin_doc(poi_id="TERM-2"))
     assert session is None
     assert result_of(response)["ErrorCondition"] == "Busy"
+    assert result_of(response)["AdditionalResponse"] == (
+        "Session table-12 is already active on another terminal"
+    )
     assert TerminalSession.objects.count() == 1
     assert sent.messages == []
+
+
+def race(monkeypatch, world: World, *, session_id: str, terminal: Device) -> None:
+    """Another Begin commits its session after this Begin's check saw none (two Begins at once:
+    the check has nothing to lock, the unique constraints decide)."""
+    TerminalSession.objects.create(
+        group_id=world.desktop.group_id,
+        session_id=session_id,
+        terminal=terminal,
+        desktop=world.desktop,
+        operations=[],
+        last_request_at=timezone.now(),
+    )
+    monkeypatch.setattr(services, "_locked_active_session", lambda terminal: None)
+
+
+def test_a_begin_losing_a_race_for_the_terminal_is_told_the_terminal_is_busy(
+    run, world: World, monkeypatch
+) -> None:
+    race(monkeypatch, world, session_id="table-13", terminal=world.terminal)
+    response, session, sent = api(run, world, begin_doc("table-12"))
+    assert session is None
+    assert result_of(response) == {
+        "Result": "Failure",
+        "ErrorCondition": "Busy",
+        "AdditionalResponse": "Terminal TERM-1 already has an active session",
+    }
+    assert list(TerminalSession.objects.values_list("session_id", flat=True)) == ["table-13"]
+    assert sent.messages == []
+
+
+def test_a_begin_losing_a_race_to_the_same_begin_succeeds_once(
+    run, world: World, monkeypatch
+) -> None:
+    race(monkeypatch, world, session_id="table-12", terminal=world.terminal)
+    response, session, sent = api(run, world, begin_doc("table-12"))
+    assert result_of(response) == {"Result": "Success"}
+    assert TerminalSession.objects.get().pk == session.pk
+    assert sent.messages == []  # the winner told the terminal
+
+
+def test_a_begin_losing_a_race_for_the_session_id_is_told_it_is_active_elsewhere(
+    run, world: World, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    connect(world.offline_terminal, "chan.term-2", django_capture_on_commit_callbacks)
+    race(monkeypatch, world, session_id="table-12", terminal=world.offline_terminal)
+    response, session, _ = api(run, world, begin_doc("table-12"))
+    assert session is None
+    assert result_of(response)["ErrorCondition"] == "Busy"
+    assert result_of(response)["AdditionalResponse"] == (
+        "Session table-12 is already active on another terminal"
+    )
+    assert TerminalSession.objects.get().terminal_id == world.offline_terminal.pk
 
 
 def test_unknown_and_other_store_poiids_get_the_same_not_found(run, world: World) -> None:
@@ -526,6 +582,30 @@ def test_an_idle_session_expires_and_the_terminal_is_told(run, world: World, set
     assert "waitingScreen" not in pay(run, world, "TXN-1")
 
 
+def test_a_session_expiring_while_its_terminal_is_offline_is_not_resumed(
+    run, world: World, settings
+) -> None:
+    settings.SESSION_MAX_AGE_S = 60
+    session = begin(run, world)
+    conn = Connection.objects.get(device=world.terminal, closed_at__isnull=True)
+    run(terminals.connection_close, connection_pk=conn.pk, code=1000)
+    age(session, 61)
+
+    count, sent = run(services.sweep_sessions)
+
+    assert count == 1
+    assert TerminalSession.objects.get().state == SessionState.EXPIRED
+    # Nobody to tell: no sessionEnd is sent, to the old socket or any other.
+    assert [m for _, m in sent.messages if m.get("frame", {}).get("action") == "sessionEnd"] == []
+    (_ctx, backlog), _ = run(
+        gateway.device_connected,
+        device=world.terminal,
+        channel_name="chan.term-a2",
+        remote_addr="127.0.0.1",
+    )
+    assert [f["action"] for f in backlog if f["action"].startswith("session")] == []
+
+
 def test_a_request_restarts_the_session_clock(run, world: World, settings) -> None:
     settings.SESSION_MAX_AGE_S = 60
     session = begin(run, world)
@@ -599,6 +679,78 @@ def test_a_terminal_connecting_during_a_session_gets_it_in_its_backlog(run, worl
         remote_addr="127.0.0.1",
     )
     assert all(f["action"] != "sessionBegin" for f in desktop_backlog)
+
+
+def test_in_flight_display_and_input_requests_are_resent_with_the_waiting_screen(
+    run, world: World
+) -> None:
+    assert services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox()) == []
+    begin(run, world, operations=[op("InputRequest", 3000)])
+    body = {"requestId": "IN-1", "type": "menu", "prompt": "Tip?", "options": ["0", "10"]}
+    _, sent = start(run, world, RequestKind.INPUT, body)
+    first = sent.one(world.terminal_channel, "inputRequest")
+
+    frames = services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox())
+    assert len(frames) == 1
+    again = frames[0]
+    assert again["resent"] is True
+    assert again["waitingScreen"] == {"sessionId": "table-12", "timeoutMs": 3000}
+    assert {k: again[k] for k in ("action", "requestId", "inputRequest", "desktopId")} == {
+        k: first[k] for k in ("action", "requestId", "inputRequest", "desktopId")
+    }
+    assert services.in_flight_requests(terminal_pk=world.other_terminal.pk, outbox=Outbox()) == []
+
+    # Once answered, nothing is resent.
+    answer(run, world, RequestKind.INPUT, {"requestId": "IN-1", "status": "SUCCESS", "value": "0"})
+    assert services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox()) == []
+
+
+def test_a_resent_request_carries_no_waiting_screen_once_the_session_ended(
+    run, world: World
+) -> None:
+    begin(run, world, operations=[op("DisplayRequest", 3000)])
+    _, sent = start(run, world, RequestKind.DISPLAY, {"requestId": "D-1", "lines": ["Hi"]})
+    assert "waitingScreen" in sent.one(world.terminal_channel, "displayRequest")
+    api(run, world, end_doc())
+    (frame,) = services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox())
+    assert frame["action"] == "displayRequest"
+    assert frame["resent"] is True
+    assert "waitingScreen" not in frame
+
+
+def test_a_reconnecting_terminal_gets_its_in_flight_request_again(run, world: World) -> None:
+    begin(run, world, operations=[op("DisplayRequest", 2000)])
+    start(run, world, RequestKind.DISPLAY, {"requestId": "D-1", "lines": ["Total 12.00"]})
+    (_ctx, backlog), _ = run(
+        gateway.device_connected,
+        device=world.terminal,
+        channel_name="chan.term-a2",
+        remote_addr="127.0.0.1",
+    )
+    assert [f["action"] for f in backlog] == ["sessionBegin", "displayRequest"]
+    frame = backlog[1]
+    assert frame["requestId"] == "D-1"
+    assert frame["displayRequest"]["lines"] == ["Total 12.00"]
+    assert frame["resent"] is True
+    assert frame["waitingScreen"] == {"sessionId": "table-12", "timeoutMs": 2000}
+    # Still one request, still in flight: the terminal's answer completes it.
+    assert TerminalRequest.objects.get().status == RequestStatus.IN_PROGRESS
+
+
+def test_a_reconnecting_terminal_gets_an_in_flight_request_outside_a_session(
+    run, world: World
+) -> None:
+    start(run, world, RequestKind.INPUT, {"requestId": "IN-1", "type": "text", "prompt": "?"})
+    (_ctx, backlog), _ = run(
+        gateway.device_connected,
+        device=world.terminal,
+        channel_name="chan.term-a2",
+        remote_addr="127.0.0.1",
+    )
+    assert [(f["action"], f["requestId"], f["resent"]) for f in backlog] == [
+        ("inputRequest", "IN-1", True)
+    ]
+    assert "waitingScreen" not in backlog[0]
 
 
 # --- Display and input requests --------------------------------------------------------------
