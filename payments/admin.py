@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from payments.exports import money
 from payments.models import DesktopMessage, Transaction, TransactionEvent
 
 
@@ -18,7 +19,7 @@ class TransactionAdmin(admin.ModelAdmin):
         "transaction_id",
         "group",
         "status",
-        "amount",
+        "amount_text",
         "currency",
         "terminal",
         "desktop",
@@ -39,7 +40,15 @@ class TransactionAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     inlines = [TransactionEventInline]
     # Money and what the terminal said are records, not settings: nobody edits them here.
-    readonly_fields = [f.name for f in Transaction._meta.fields]
+    # The amount as the currency writes it ("12.30" USD), not as stored ("12.3000").
+    readonly_fields = [
+        "amount_text" if f.name == "amount" else f.name for f in Transaction._meta.fields
+    ]
+    exclude = ["amount"]
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_text(self, txn: Transaction) -> str:
+        return money(txn.amount, txn.currency)
 
     def has_add_permission(self, request):
         return False

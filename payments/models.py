@@ -36,7 +36,9 @@ class Transaction(models.Model):
 
     group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="transactions")
     transaction_id = models.CharField(max_length=64)
-    amount = models.DecimalField(max_digits=15, decimal_places=3)
+    # 12 digits before the point (contract section 7) and 4 after: the most minor units any
+    # ISO 4217 currency has (CLF, UYW). Shown with the currency's own decimals (exports.money).
+    amount = models.DecimalField(max_digits=16, decimal_places=4)
     currency = models.CharField(max_length=3)
     payment_method = models.CharField(max_length=32, blank=True)
     products = models.JSONField(default=list, blank=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db import connection as db
 from django.utils import timezone
 
 from payments.models import (
@@ -158,6 +159,7 @@ def payment_start(
     """
     request = validate_payment_request(payment_request)
     tid = request["transactionId"]
+    _check_storable(request["amount"], tid)
     existing = (
         Transaction.objects.select_related("terminal")
         .filter(group_id=desktop.group_id, transaction_id=tid)
@@ -238,6 +240,21 @@ def payment_start(
         raise busy from None
     _log(txn, f"forwarded to terminal {terminal.device_id or terminal.pk}", "PENDING", txn.status)
     return payment_accepted_frame(txn, terminal_ref=terminal_id, connection=live)
+
+
+# SQLite, the embedded default, keeps 15 significant digits of a number; PostgreSQL all 16.
+SQLITE_AMOUNT_DIGITS = 15
+
+
+def _check_storable(amount: str, tid: str) -> None:
+    """Refuse an amount the database would round: money is never changed silently."""
+    digits = len(Decimal(amount).normalize().as_tuple().digits)
+    if db.vendor == "sqlite" and digits > SQLITE_AMOUNT_DIGITS:
+        raise BadRequest(
+            f"paymentRequest.amount has more than {SQLITE_AMOUNT_DIGITS} significant digits, "
+            "more than the embedded SQLite database can store (PostgreSQL stores them all)",
+            transactionId=tid,
+        )
 
 
 def _busy(terminal: Device, tid: str) -> Conflict | None:
@@ -615,7 +632,17 @@ def in_flight_requests(*, terminal_pk: int, outbox: Outbox | None = None) -> lis
         if outbox is not None:
             dashboard.payment_changed(outbox, txn, EventKind.RESENT)
         _log(txn, "resent to the reconnected terminal")
-        frames.append(payment_request_frame(txn, resent=True))
+        frame = payment_request_frame(txn, resent=True)
+        # The desktop that paid may have reconnected too: name its connection of now.
+        desktop_live = live_connection(device_id=txn.desktop_id)
+        if desktop_live is not None:
+            frame["desktopId"] = desktop_live.connection_id
+        frames.append(frame)
+        # A cancel the terminal never got (it was away) follows its request, or the terminal
+        # would go on to charge a payment the POS cancelled.
+        if txn.events.filter(kind=EventKind.CANCEL_REQUESTED).exists():
+            _log(txn, "cancel resent to the reconnected terminal")
+            frames.append(cancel_frame(txn))
     return frames
 
 

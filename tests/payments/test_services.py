@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from payments import services as payments
 from payments.models import DesktopMessage, Transaction, TransactionEvent
+from posgateway import gateway
+from posgateway.dashboard.templatetags.dashboard import amount as dashboard_amount
 from posgateway.protocol import (
     TERMINAL_BUSY,
     TRANSACTION_ID_REUSED,
@@ -623,6 +631,92 @@ def test_in_flight_requests_are_resent_to_the_reconnected_terminal(run, world):
     assert txn("TXN-1").status == "IN_PROGRESS"
 
 
+def test_a_resent_request_names_the_desktops_connection_of_now(run, world):
+    start(run, world)
+    [first] = run.frames_to(TERM)
+    run(terminals.connection_close, connection_pk=world.term_conn.pk, code=1006)
+    run(terminals.connection_close, connection_pk=world.desk_conn.pk, code=1006)
+    desk_again = open_connection(run, world.desktop, "test!desk-2")
+
+    [frame] = payments.in_flight_requests(terminal_pk=world.terminal.pk)
+
+    assert first["desktopId"] == world.desk_conn.connection_id
+    assert frame["desktopId"] == desk_again.connection_id != world.desk_conn.connection_id
+
+
+def test_a_resent_request_keeps_the_stored_desktop_id_while_the_desktop_is_away(run, world):
+    start(run, world)
+    run(terminals.connection_close, connection_pk=world.desk_conn.pk, code=1000)
+
+    [frame] = payments.in_flight_requests(terminal_pk=world.terminal.pk)
+
+    assert frame["desktopId"] == world.desk_conn.connection_id
+
+
+def test_a_cancel_made_while_the_terminal_was_away_follows_the_resent_request(run, world):
+    start(run, world, "TXN-1")
+    run(terminals.connection_close, connection_pk=world.term_conn.pk, code=1006)
+    reply = run(payments.payment_cancel, group_id=world.group.pk, transaction_id="TXN-1")
+    assert reply["forwarded"] is False
+
+    _, backlog = run(
+        gateway.device_connected, device=world.terminal, channel_name="test!term-2", remote_addr=""
+    )
+
+    assert [(f["action"], f.get("resent")) for f in backlog] == [
+        ("paymentRequest", True),
+        ("cancelPayment", None),
+    ]
+    assert backlog[1]["transactionId"] == "TXN-1"
+    assert txn().status == "IN_PROGRESS"  # the terminal's answer decides
+    report(run, world, status="CANCELLED", terminal=world.terminal)
+    assert txn().status == "CANCELLED"
+    assert txn().late is False
+
+
+def test_a_reconnect_without_a_cancel_resends_only_the_request(run, world):
+    start(run, world, "TXN-1")
+    run(terminals.connection_close, connection_pk=world.term_conn.pk, code=1006)
+
+    _, backlog = run(
+        gateway.device_connected, device=world.terminal, channel_name="test!term-2", remote_addr=""
+    )
+
+    assert [f["action"] for f in backlog] == ["paymentRequest"]
+
+
+def test_a_payment_stays_in_progress_while_its_terminal_goes_offline_and_back(run, world, settings):
+    settings.RECONNECT_GRACE_S = 60
+    start(run, world)
+    run(terminals.connection_close, connection_pk=world.term_conn.pk, code=1006)
+    assert Device.objects.get(pk=world.terminal.pk).status == "reconnecting"
+    Device.objects.filter(pk=world.terminal.pk).update(
+        status_changed_at=timezone.now() - dt.timedelta(seconds=61)
+    )
+
+    assert run(terminals.sweep_connections) == 1
+    [update] = run.frames_to(DESK)
+    assert run(payments.sweep_payment_timeouts) == 0
+
+    assert update["terminal"]["status"] == "offline"
+    assert Device.objects.get(pk=world.terminal.pk).status == "offline"
+    assert txn().status == "IN_PROGRESS"
+
+    _, backlog = run(
+        gateway.device_connected, device=world.terminal, channel_name="test!term-2", remote_addr=""
+    )
+    assert [(f["action"], f["resent"]) for f in backlog] == [("paymentRequest", True)]
+    report(run, world, authorizationCode="AUTH-9")
+
+    assert txn().status == "SUCCESS"
+    assert txn().late is False
+    assert txn().authorization_code == "AUTH-9"
+    [pushed] = run.frames_to(DESK)
+    assert pushed["action"] == "paymentComplete"
+    assert pushed["paymentResponse"]["status"] == "SUCCESS"
+    assert [e[0] for e in events()] == ["requested", "forwarded", "resent", "result"]
+
+
 # --- cancel and status -----------------------------------------------------------------------
 
 
@@ -724,3 +818,66 @@ def test_result_from_a_terminal_that_was_not_asked_is_not_found(run, world):
 
     assert stored_state() == before
     assert txn().status == "IN_PROGRESS"
+
+
+# --- amounts through every reader ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [
+        ("1.2345", "CLF", "1.2345"),
+        ("0.0001", "UYW", "0.0001"),
+        ("12.3", "USD", "12.30"),
+        ("1500", "JPY", "1500"),
+        ("999999999999.999", "KWD", "999999999999.999"),
+    ],
+)
+def test_an_amount_is_stored_and_read_back_with_the_currencys_own_decimals(
+    run, world, amount, currency, shown
+):
+    start(run, world, amount=amount, currency=currency)
+    [forwarded] = run.frames_to(TERM)
+    report(run, world)
+    _, token = terminals.staff_create_or_update(
+        username="alice", group_slugs=[world.group.slug], password="correct horse battery"
+    )
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    stored = txn()
+    detail = api.get("/api/transactions/TXN-1/").json()
+    listed = api.get("/api/transactions/").json()["results"]
+    exported = api.get("/api/transactions/export/")
+    [row] = csv.DictReader(io.StringIO(b"".join(exported.streaming_content).decode()))
+    [day] = api.get("/api/reports/daily/").json()["results"]
+
+    assert forwarded["paymentRequest"]["amount"] == shown
+    assert stored.amount == Decimal(amount)
+    assert detail["amount"] == shown
+    assert [p["amount"] for p in listed] == [shown]
+    assert row["amount"] == shown
+    assert day["succeededAmount"] == shown
+    assert dashboard_amount(stored) == shown
+    admin = Client()
+    admin.force_login(get_user_model().objects.create_superuser("root", "r@example.com", None))
+    changelist = admin.get("/admin/payments/transaction/").content.decode()
+    change = admin.get(f"/admin/payments/transaction/{stored.pk}/change/").content.decode()
+    assert f">{shown}<" in changelist
+    assert f">{shown}<" in change
+
+
+def test_sixteen_digit_amounts_are_kept_whole_or_refused_never_rounded(run, world):
+    amount = "999999999999.9999"  # 12 digits before the point, CLF's 4 after
+    if connection.vendor != "sqlite":
+        start(run, world, amount=amount, currency="CLF")
+        assert txn().amount == Decimal(amount)
+        return
+    before = stored_state()
+
+    with pytest.raises(BadRequest) as error:  # SQLite keeps only 15 significant digits
+        start(run, world, amount=amount, currency="CLF")
+
+    assert "paymentRequest.amount" in error.value.message
+    assert stored_state() == before
+    assert run.sent == []

@@ -8,10 +8,11 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
 from terminals.models import Device, DeviceType, Group
 from terminals.selectors import device_for_key
+from terminals.tokens import HashedTokenAuthentication
 from tests.factories import make_device, make_group
 
 pytestmark = pytest.mark.django_db
@@ -84,6 +85,29 @@ def test_create_device_with_count_prints_the_keys_in_order_of_device_id():
     assert Device.objects.filter(group__slug="fleet").count() == 3
 
 
+def test_create_device_with_count_one_still_numbers_the_device_id():
+    lines = manage(
+        "create_device",
+        "--group",
+        "fleet",
+        "--type",
+        "terminal",
+        "--device-id",
+        "T",
+        "--count",
+        "1",
+    )
+
+    assert device_for_key(key=lines[-1]).device_id == "T-1"
+    assert Device.objects.filter(group__slug="fleet").count() == 1
+
+
+def test_create_device_without_count_keeps_the_device_id_as_given():
+    lines = manage("create_device", "--group", "fleet", "--type", "terminal", "--device-id", "T")
+
+    assert device_for_key(key=lines[-1]).device_id == "T"
+
+
 def test_create_device_with_count_and_no_device_id_creates_devices_without_ids():
     lines = manage("create_device", "--group", "fleet", "--type", "desktop", "--count", "2")
 
@@ -151,7 +175,7 @@ def test_create_device_rejects_bad_arguments(args):
 
 
 def token_user(token: str):
-    user, _ = TokenAuthentication().authenticate_credentials(token)
+    user, _ = HashedTokenAuthentication().authenticate_credentials(token)
     return user
 
 
@@ -178,7 +202,9 @@ def test_create_staff_updates_an_existing_user_to_exactly_the_new_groups():
     assert user.check_password("P-2")
     assert not user.check_password("P-1")
     assert token_user(second[-1]) == user
-    assert token_user(first[-1]) == user
+    # Tokens are stored as digests: the new one printed replaces the old one.
+    with pytest.raises(AuthenticationFailed):
+        token_user(first[-1])
 
 
 def test_create_staff_without_password_cannot_log_in_with_one_but_gets_a_token():

@@ -16,10 +16,14 @@ class Command(BaseCommand):
         parser.add_argument("--type", required=True, choices=DeviceType.values, dest="device_type")
         parser.add_argument("--device-id", help="stable deviceId; with --count, ID-1 … ID-N")
         parser.add_argument("--label", default="")
-        parser.add_argument("--count", type=int, default=1)
+        parser.add_argument(
+            "--count", type=int, default=None, help="create N devices (deviceIds ID-1 … ID-N)"
+        )
 
     def handle(self, *args, **options):
-        count = options["count"]
+        # Contract section 2: with --count (even --count 1) the deviceIds are ID-1 … ID-N.
+        numbered = options["count"] is not None
+        count = options["count"] if numbered else 1
         if count < 1:
             raise CommandError("--count must be at least 1")
         base_id = options["device_id"]
@@ -28,7 +32,7 @@ class Command(BaseCommand):
             with transaction.atomic():
                 group = services.group_get_or_create(slug=options["group"])
                 for n in range(1, count + 1):
-                    device_id = base_id if count == 1 else (f"{base_id}-{n}" if base_id else None)
+                    device_id = f"{base_id}-{n}" if numbered and base_id else base_id
                     _, key = services.device_create(
                         group=group,
                         device_type=options["device_type"],

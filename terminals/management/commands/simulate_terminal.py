@@ -7,12 +7,24 @@ import contextlib
 import random
 import secrets
 import time
+from collections import OrderedDict
 
 from django.core.management.base import BaseCommand, CommandError
 
 from posgateway.client import GatewayClient
 
 BEHAVIOURS = ("approve", "decline", "timeout", "drop", "late", "random")
+# Display and input requests are answered whatever the payment behaviour; session frames logged.
+SESSION_FRAMES = ("displayRequest", "inputRequest", "sessionBegin", "sessionEnd")
+# What the simulated customer enters, per input type (sessions/validation.py's shapes).
+INPUT_VALUES = {
+    "confirmation": True,
+    "text": "simulated text",
+    "number": "42",
+    "email": "customer@example.com",
+    "phone": "+1 555 0100",
+    "signature": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB",
+}
 
 
 class Command(BaseCommand):
@@ -20,7 +32,9 @@ class Command(BaseCommand):
         "Connect as a payment terminal and answer payment requests as told: approve, decline, "
         "timeout (never answer), drop (lose the connection mid-payment, reconnect, then "
         "approve the resent request), late (answer SUCCESS only after the gateway gave up), "
-        "random. Reconnects by itself; stops after --count payments or --duration seconds."
+        "random. Display requests are answered SUCCESS and input requests with a value of "
+        "their type; session frames are logged. "
+        "Reconnects by itself; stops after --count payments or --duration seconds."
     )
 
     def add_arguments(self, parser):
@@ -52,6 +66,23 @@ class Command(BaseCommand):
         self.stdout.write(f"done: {simulator.handled} payment request(s) handled")
 
 
+class RecentIds:
+    """The last ``size`` transactionIds added: a set that a long run cannot grow unbounded."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, tid: str) -> None:
+        self._ids[tid] = None
+        self._ids.move_to_end(tid)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, tid: object) -> bool:
+        return tid in self._ids
+
+
 class Simulator:
     def __init__(self, *, url, key, behaviour, delay, count, duration, heartbeat, rng, write):
         self.url, self.key, self.behaviour = url, key, behaviour
@@ -60,6 +91,11 @@ class Simulator:
         self.handled = 0
         self.dropped: set[str] = set()
         self.waiting_late: set[str] = set()
+        # Payments it chose not to answer, and payments it already answered: a cancelPayment
+        # for those (the gateway's at timeout, or a POS cancel that came too late) is ignored,
+        # or the payment would end CANCELLED instead of TIMEOUT, or conflict with its result.
+        self.not_answering = RecentIds()
+        self.answered = RecentIds()
 
     def finished(self, started: float) -> bool:
         if self.count and self.handled >= self.count:
@@ -100,13 +136,17 @@ class Simulator:
                     None,
                     timeout=1.0,
                     where=lambda f: (
-                        f.get("action") in ("paymentRequest", "cancelPayment") or "error" in f
+                        f.get("action") in ("paymentRequest", "cancelPayment", *SESSION_FRAMES)
+                        or "error" in f
                     ),
                 )
             except TimeoutError:
                 continue
             if "error" in frame:
                 self.write(f"gateway error: {frame['error']}: {frame['message']}")
+                continue
+            if frame["action"] in SESSION_FRAMES:
+                await self.on_session_frame(client, frame)
                 continue
             tid = frame.get("transactionId") or frame["paymentRequest"]["transactionId"]
             if frame["action"] == "cancelPayment":
@@ -140,6 +180,7 @@ class Simulator:
         elif behaviour == "decline":
             await self.answer(client, tid, "DECLINED", error="Insufficient funds")
         elif behaviour == "timeout":
+            self.not_answering.add(tid)
             self.write(f"{tid}: not answering")
         elif behaviour == "late":
             self.waiting_late.add(tid)
@@ -152,6 +193,10 @@ class Simulator:
             self.waiting_late.discard(tid)
             await self.answer(client, tid, "SUCCESS")
             self.handled += 1
+        elif tid in self.not_answering:
+            self.write(f"{tid}: cancel ignored (not answering)")
+        elif tid in self.answered:
+            self.write(f"{tid}: cancel ignored (already answered)")
         else:
             self.write(f"{tid}: cancelled by the POS or the gateway")
             await self.answer(client, tid, "CANCELLED", error="Cancelled")
@@ -165,4 +210,37 @@ class Simulator:
             error_message=error or None,
             maskedPan="************1111",
         )
+        self.answered.add(tid)
         self.write(f"{tid}: answered {status}" + (f" ({code})" if code else ""))
+
+    async def on_session_frame(self, client: GatewayClient, frame: dict) -> None:
+        """Log a session frame; answer a display request with SUCCESS and an input request
+        with a value of its type (a menu's first option) after --delay."""
+        action = frame["action"]
+        resent = " (resent)" if frame.get("resent") else ""
+        screen = frame.get("waitingScreen")
+        after = f", then waiting screen {screen['sessionId']}" if screen else ""
+        if action == "sessionBegin":
+            session = frame["session"]
+            types = ", ".join(op["type"] for op in session.get("operations", []))
+            resumed = " (resumed)" if frame.get("resumed") else ""
+            self.write(f"sessionBegin {session['id']}{resumed}: waiting screen after {types}")
+        elif action == "sessionEnd":
+            self.write(f"sessionEnd {frame['session']['id']} ({frame.get('reason', 'ended')})")
+        elif action == "displayRequest":
+            rid, body = frame["requestId"], frame["displayRequest"]
+            shown = " | ".join(body.get("lines", [])) or f"cart {body['cart']['total']}"
+            self.write(f"displayRequest {rid}: {shown}{resent}{after}")
+            await asyncio.sleep(self.delay)
+            await client.answer_display(rid, "SUCCESS")
+            self.write(f"{rid}: answered SUCCESS")
+        else:
+            rid, body = frame["requestId"], frame["inputRequest"]
+            self.write(f"inputRequest {rid}: {body['type']} {body['prompt']!r}{resent}{after}")
+            if body["type"] == "menu":
+                value = body["options"][0]["value"]
+            else:
+                value = INPUT_VALUES.get(body["type"], "simulated")
+            await asyncio.sleep(self.delay)
+            await client.answer_input(rid, "SUCCESS", value)
+            self.write(f"{rid}: answered SUCCESS ({body['type']})")

@@ -1,0 +1,252 @@
+"""``manage.py simulate_terminal`` against a real daphne: each behaviour ends the payment as its
+name says, seen by a POS through ``paymentComplete`` and ``getTransactionStatus``.
+
+The server times payments out after 3 s, so ``timeout`` and ``late`` take seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import subprocess
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from terminals.management.commands.simulate_terminal import Simulator
+from tests.e2e.conftest import (
+    DeviceClient,
+    Gateway,
+    Store,
+    _gateway,
+    keep_alive,
+    payment_frame,
+    status_update,
+    transaction_status,
+)
+from tests.e2e.harness import PYTHON
+from tests.services import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("close_clients")]
+
+PAYMENT_TIMEOUT_S = 3
+
+
+# Every store of this module in one Django start-up (through create_device's own service):
+# a process start per device costs more than these tests on a busy machine.
+_STORES = """
+import json, uuid
+from terminals import services
+out = []
+for _ in range({count}):
+    group = services.group_get_or_create(slug="e2e-sim-" + uuid.uuid4().hex[:12])
+    _, desktop = services.device_create(group=group, device_type="desktop", device_id="POS")
+    _, terminal = services.device_create(group=group, device_type="terminal", device_id="TERM")
+    out.append([group.slug, desktop, terminal])
+print(json.dumps(out))
+"""
+STORES_NEEDED = 8  # one per test
+
+
+@pytest.fixture(scope="module")
+def sim_gateway():
+    with _gateway(PAYMENT_TIMEOUT_S=str(PAYMENT_TIMEOUT_S)) as gw:
+        code = _STORES.format(count=STORES_NEEDED)
+        made = json.loads(gw.deployment.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
+        gw.sim_stores = [
+            Store(slug, [desktop], [terminal], ["TERM"]) for slug, desktop, terminal in made
+        ]
+        yield gw
+
+
+def new_store(gw: Gateway) -> Store:
+    return gw.sim_stores.pop()
+
+
+class Simulated:
+    """A simulated terminal running in this test's event loop (the command's own Simulator:
+    ``manage.py simulate_terminal`` only parses its options into one and runs it)."""
+
+    def __init__(self, simulator: Simulator, task: asyncio.Task) -> None:
+        self.simulator = simulator
+        self.task = task
+        self.lines: list[str] = []
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_for_line(self, text: str, timeout: float = 10) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while text not in self.log():
+            assert loop.time() < deadline, f"{text!r} not in the simulator's output:\n{self.log()}"
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def simulated_terminal(
+    gw: Gateway, key: str, behaviour: str, *, delay: float = 0.1, count: int = 0, seed: int = 0
+) -> AsyncIterator[Simulated]:
+    lines: list[str] = []
+    simulator = Simulator(
+        url=gw.server.ws_url,
+        key=key,
+        behaviour=behaviour,
+        delay=delay,
+        count=count,
+        duration=60,
+        heartbeat=30,
+        rng=random.Random(seed),
+        write=lines.append,
+    )
+    simulated = Simulated(simulator, asyncio.create_task(simulator.run()))
+    simulated.lines = lines
+    try:
+        yield simulated
+    finally:
+        simulated.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await simulated.task
+
+
+async def start_payment(desktop: DeviceClient, tid: str) -> None:
+    await status_update(desktop, "online", timeout=30)  # the simulator is connected
+    await desktop.send(payment_frame("TERM", tid))
+    await desktop.recv_action("paymentAccepted", transactionId=tid)
+
+
+async def complete(desktop: DeviceClient, tid: str, timeout: float = 20) -> dict[str, Any]:
+    return await desktop.recv_action("paymentComplete", timeout=timeout, transactionId=tid)
+
+
+def no_more_results(frames: list[dict[str, Any]]) -> bool:
+    return not [f for f in frames if f.get("action") == "paymentComplete"]
+
+
+async def test_the_command_approves_and_stops_after_count(sim_gateway: Gateway):
+    """The real command in its own process, as a POS developer runs it."""
+    store = new_store(sim_gateway)
+    desktop = await sim_gateway.connect(store.desktop)
+    proc = await asyncio.create_subprocess_exec(
+        PYTHON,
+        "manage.py",
+        "simulate_terminal",
+        *("--key", store.terminal, "--url", sim_gateway.server.ws_url),
+        *("--behaviour", "approve", "--delay", "0.1", "--count", "1"),
+        cwd=ROOT,
+        env=sim_gateway.deployment.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        async with keep_alive(desktop):  # a Django start-up on a busy machine takes a while
+            await start_payment(desktop, "SIM-cli")
+            done = await complete(desktop, "SIM-cli")
+            output, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    assert proc.returncode == 0, output
+    assert done["paymentResponse"]["status"] == "SUCCESS"
+    assert done["paymentResponse"]["authorizationCode"]
+    assert "done: 1 payment request(s) handled" in output.decode()
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status"),
+    [
+        ("approve", "SUCCESS"),
+        ("decline", "DECLINED"),
+        ("drop", "SUCCESS"),  # drops mid-payment, reconnects, approves the resent request
+        ("random", "DECLINED"),  # what seed 0 draws first, as checked below
+    ],
+)
+async def test_a_behaviour_that_answers_ends_the_payment_with_its_status(
+    sim_gateway: Gateway, behaviour: str, status: str
+):
+    if behaviour == "random":
+        weights = [70, 15, 5, 5, 5]
+        drawn = random.Random(0).choices(["approve", "decline", "timeout", "drop", "late"], weights)
+        assert drawn == ["decline"]
+    store = new_store(sim_gateway)
+    desktop = await sim_gateway.connect(store.desktop)
+    tid = f"SIM-{behaviour}"
+    async with simulated_terminal(sim_gateway, store.terminal, behaviour, count=1, seed=0) as sim:
+        await start_payment(desktop, tid)
+
+        done = await complete(desktop, tid)
+        await asyncio.wait_for(sim.task, 10)  # count=1: it stops by itself
+
+    assert done["paymentResponse"]["status"] == status
+    assert done["late"] is False
+    assert (done["paymentResponse"]["authorizationCode"] is not None) == (status == "SUCCESS")
+    stored = await transaction_status(desktop, tid)
+    assert (stored["status"], stored["late"]) == (status, False)
+    assert sim.simulator.handled == 1
+    if behaviour == "drop":
+        assert f"paymentRequest {tid}: 10.00 USD (resent)" in sim.log()
+
+
+async def test_timeout_leaves_the_payment_timed_out_and_ignores_the_gateways_cancel(
+    sim_gateway: Gateway,
+):
+    store = new_store(sim_gateway)
+    desktop = await sim_gateway.connect(store.desktop)
+    async with simulated_terminal(sim_gateway, store.terminal, "timeout") as sim:
+        await start_payment(desktop, "SIM-timeout")
+
+        done = await complete(desktop, "SIM-timeout", timeout=PAYMENT_TIMEOUT_S + 15)
+        await sim.wait_for_line("SIM-timeout: cancel")  # the cancel reached the simulator
+        assert no_more_results(await desktop.quiet_for(0.5))
+
+    assert done["paymentResponse"]["status"] == "TIMEOUT"
+    stored = await transaction_status(desktop, "SIM-timeout")
+    assert (stored["status"], stored["late"]) == ("TIMEOUT", False)
+    assert "answered" not in sim.log()
+    assert "SIM-timeout: cancel ignored (not answering)" in sim.log()
+
+
+async def test_late_answers_success_after_the_gateway_gave_up(sim_gateway: Gateway):
+    store = new_store(sim_gateway)
+    desktop = await sim_gateway.connect(store.desktop)
+    async with simulated_terminal(sim_gateway, store.terminal, "late", count=1) as sim:
+        await start_payment(desktop, "SIM-late")
+
+        timed_out = await complete(desktop, "SIM-late", timeout=PAYMENT_TIMEOUT_S + 15)
+        late = await complete(desktop, "SIM-late")
+        await asyncio.wait_for(sim.task, 10)
+
+    assert (timed_out["paymentResponse"]["status"], timed_out["late"]) == ("TIMEOUT", False)
+    assert (late["paymentResponse"]["status"], late["late"]) == ("SUCCESS", True)
+    stored = await transaction_status(desktop, "SIM-late")
+    assert (stored["status"], stored["late"]) == ("SUCCESS", True)
+
+
+async def test_a_pos_cancel_that_comes_while_approving_is_ignored_once_answered(
+    sim_gateway: Gateway,
+):
+    store = new_store(sim_gateway)
+    desktop = await sim_gateway.connect(store.desktop)
+    async with simulated_terminal(sim_gateway, store.terminal, "approve", delay=1.0) as sim:
+        await start_payment(desktop, "SIM-cancel")
+        await sim.wait_for_line("paymentRequest SIM-cancel")
+        reply = await desktop.request(
+            {"action": "cancelPayment", "transactionId": "SIM-cancel"}, "cancelRequested"
+        )
+        assert reply["forwarded"] is True
+
+        done = await complete(desktop, "SIM-cancel")
+        await sim.wait_for_line("SIM-cancel: cancel")  # the cancel reached the simulator
+        assert no_more_results(await desktop.quiet_for(0.5))
+
+    assert (done["paymentResponse"]["status"], done["late"]) == ("SUCCESS", False)
+    stored = await transaction_status(desktop, "SIM-cancel")
+    assert (stored["status"], stored["late"]) == ("SUCCESS", False)
+    assert "answered CANCELLED" not in sim.log()
+    assert "gateway error" not in sim.log()
+    assert "SIM-cancel: cancel ignored (already answered)" in sim.log()
