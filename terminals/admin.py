@@ -1,8 +1,28 @@
+"""The admin for stores, devices and their connections.
+
+Devices are added, re-keyed and deactivated through the same services as the dashboard (so the
+same rules apply and the dashboards hear of it), with their socket messages sent after commit.
+A new key is shown once, in the page answering the POST itself: never through ``messages``
+(whose default storage is a cookie) nor a session, and the page is never cached.
+"""
+
 from django.contrib import admin, messages
+from django.db import transaction
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from posgateway.realtime import Outbox
 from terminals import services
-from terminals.models import Connection, Device, Group, generate_key
+from terminals.models import Connection, Device, Group
+
+KEY_TEMPLATE = "admin/terminals/device/new_keys.html"
+
+
+def _flush_after_commit(outbox: Outbox) -> None:
+    """Send the outbox once the admin's transaction (if any) commits: now, outside one."""
+    transaction.on_commit(outbox.flush_sync)
 
 
 @admin.register(Group)
@@ -51,34 +71,76 @@ class DeviceAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # Moving a device to another store, or switching it off here, would skip the services
-        # (its live connections stay open): use the actions instead.
+        # (its live connections stay open): use the actions instead. A new device is active.
         if obj is not None:
             return [*self.readonly_fields, "group", "device_type", "is_active"]
-        return self.readonly_fields
+        return [*self.readonly_fields, "is_active"]
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            key = generate_key()
-            obj.set_key(key)
+        if change:
             super().save_model(request, obj, form, change)
-            messages.warning(request, f"API key for {obj} (shown once, store it now): {key}")
-        else:
-            super().save_model(request, obj, form, change)
+            return
+        outbox = Outbox()
+        device, key = services.device_create(
+            group=obj.group,
+            device_type=obj.device_type,
+            device_id=obj.device_id,
+            label=obj.label,
+            metadata=obj.metadata,
+            outbox=outbox,
+        )
+        _flush_after_commit(outbox)
+        # The admin goes on with ``obj`` (history, the response): make it the saved device.
+        obj.__dict__.update({k: v for k, v in device.__dict__.items() if k != "_state"})
+        obj._state.adding = False
+        obj._state.db = device._state.db
+        request._new_device_keys = [(obj, key)]
+
+    def response_add(self, request, obj, post_url_continue=None):
+        shown = getattr(request, "_new_device_keys", None)
+        if not shown:
+            return super().response_add(request, obj, post_url_continue)
+        return self._keys_page(request, shown, "registered")
+
+    def _keys_page(self, request, shown, what):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"API key{'s' if len(shown) > 1 else ''} {what}",
+            "shown": shown,
+            "what": what,
+        }
+        response = TemplateResponse(request, KEY_TEMPLATE, context)
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Rotate the API key (closes live connections)")
     def rotate_key(self, request, queryset):
-        for device in queryset:
+        shown = []
+        for device in queryset.select_related("group"):
+            if not device.is_active:
+                messages.error(request, f"{device} is deactivated: its key cannot be rotated.")
+                continue
             outbox = Outbox()
             key = services.device_rotate_key(device=device, outbox=outbox)
-            outbox.flush_sync()
-            messages.warning(request, f"New API key for {device} (shown once): {key}")
+            _flush_after_commit(outbox)  # closes its live connections; the old key fails now
+            shown.append((device, key))
+        if shown:
+            return self._keys_page(request, shown, "rotated")
+        return None
 
     @admin.action(description="Deactivate (closes live connections)")
     def deactivate(self, request, queryset):
-        for device in queryset:
+        done = 0
+        for device in queryset.filter(is_active=True):
             outbox = Outbox()
             services.device_deactivate(device=device, outbox=outbox)
-            outbox.flush_sync()
+            _flush_after_commit(outbox)
+            done += 1
+        messages.success(
+            request,
+            f"{done} device{'s' if done != 1 else ''} deactivated; live connections closed.",
+        )
 
 
 @admin.register(Connection)
@@ -98,4 +160,20 @@ class ConnectionAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Connection._meta.fields]
 
     def has_add_permission(self, request):
+        return False
+
+
+# REST API tokens are stored as digests (terminals/tokens.py): the admin lists and revokes them,
+# but cannot show one or make one (create_staff or `drf_create_token -r` print a new one once).
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class ApiTokenAdmin(TokenAdmin):
+    list_display = ("user", "created")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

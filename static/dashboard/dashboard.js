@@ -4,7 +4,10 @@
  * of the user's stores). The page then fetches its own live region again (the same URL with the
  * X-Fragment header), so it shows exactly what a reload would: same filters, same page, same
  * store scope. On every (re)connect the region is fetched once too, so nothing is missed while
- * the socket was down. The indicator in the top bar says whether the page is live.
+ * the socket was down. Some changes publish no event (a terminal's pings move its last activity;
+ * midnight starts a new "today"): while live, the region is also fetched when nothing refreshed
+ * it for refreshEveryMs (30 s), and whenever the tab becomes visible again. The indicator in the
+ * top bar says whether the page is live.
  */
 (() => {
   "use strict";
@@ -20,7 +23,16 @@
     offline: ["not live · reconnecting…", "The live feed is down: what you see may be out of date"],
   };
   // Read by the browser tests, and handy in the console.
-  const state = { status: "connecting", connects: 0, events: 0, refreshes: 0, last: null };
+  // refreshEveryMs may be lowered from the console (or a test) at any time.
+  const state = {
+    status: "connecting",
+    connects: 0,
+    events: 0,
+    refreshes: 0,
+    last: null,
+    refreshEveryMs: 30000,
+    refreshedAt: Date.now(),
+  };
   window.posgwDashboard = state;
 
   function setStatus(status) {
@@ -97,6 +109,7 @@
       });
       tickTimes(region);
       state.refreshes += 1;
+      state.refreshedAt = Date.now();
     } catch (error) {
       // The network is down: the socket notices too, and its reconnect refreshes again.
     } finally {
@@ -107,6 +120,19 @@
       }
     }
   }
+
+  // Changes without an event: refresh when the page is live and visible and nothing refreshed
+  // it for a while (an event-driven refresh resets the clock), and on coming back into view.
+  setInterval(() => {
+    if (state.status !== "live" || document.visibilityState === "hidden") return;
+    if (Date.now() - state.refreshedAt >= state.refreshEveryMs) {
+      state.refreshedAt = Date.now(); // one fetch per period, even while one is slow
+      scheduleRefresh(0);
+    }
+  }, 1000);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && state.status === "live") scheduleRefresh(0);
+  });
 
   function relevant(event) {
     if (!wanted.has(event.type)) return false;
@@ -151,9 +177,12 @@
       state.last = event;
       if (relevant(event)) scheduleRefresh();
     };
-    socket.onclose = () => {
+    socket.onclose = (closed) => {
       socket = null;
       setStatus("offline");
+      // 4401: the login session ended. The fragment answers with the login page, so the page
+      // reloads to it instead of retrying a socket that will be refused.
+      if (closed.code === 4401) refresh();
       retry();
     };
   }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -83,6 +84,39 @@ def test_token_from_create_staff_reads_the_api(store_a):
 
     assert response.status_code == 200
     assert [g["slug"] for g in response.json()["results"]] == [store_a.slug]
+
+
+def _drf_create_token(*args: str) -> str:
+    """DRF's own command, as docs/api.md shows it; returns the token it printed."""
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("drf_create_token", *args, stdout=out, stderr=io.StringIO())
+    printed = re.fullmatch(r"Generated token (\w+) for user (\S+)", out.getvalue().strip())
+    assert printed, out.getvalue()
+    assert printed.group(2) == args[0]
+    return printed.group(1)
+
+
+def test_token_from_drf_create_token_reads_the_api_in_its_users_stores(staff_a, store_a, store_b):
+    make_payment(store_b, "THEIRS-1")
+    # Tokens are stored as digests: only a new one can be printed, so alice's is replaced.
+    token = _drf_create_token("alice", "-r")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    response = client.get("/api/groups/")
+
+    assert response.status_code == 200
+    assert [g["slug"] for g in response.json()["results"]] == [store_a.slug]
+    assert client.get("/api/transactions/THEIRS-1/").status_code == 404
+
+    # -r replaces it: the old token stops working at once.
+    replaced = _drf_create_token("alice", "-r")
+    assert replaced != token
+    assert client.get("/api/groups/").status_code == 401
+    client.credentials(HTTP_AUTHORIZATION=f"Token {replaced}")
+    assert client.get("/api/groups/").status_code == 200
 
 
 def test_a_user_who_is_not_staff_sees_no_store(store_a):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib import admin
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -12,7 +14,9 @@ from django.test.utils import CaptureQueriesContext
 from payments.models import DesktopMessage, Transaction, TransactionEvent
 from sessions.models import TerminalRequest, TerminalSession
 from terminals.models import Connection, Device, DeviceType, Group
+from terminals.selectors import device_for_key
 from tests.dashboard.conftest import logged_in, make_payment
+from tests.dashboard.test_consumers import device, live_dashboard, next_of_type
 from tests.factories import make_device
 
 pytestmark = pytest.mark.django_db
@@ -105,3 +109,92 @@ def test_a_staff_member_without_admin_rights_sees_no_models(client_a):
     response = client_a.get("/admin/payments/transaction/")
     assert response.status_code == 403
     assert Device.objects.exists()
+
+
+# --- Devices: added, re-keyed and deactivated through the services ---------------------------
+
+KEY_RE = re.compile(r'<code class="api-key">([^<]+)</code>')
+
+
+def _post(client, url: str, data: dict):
+    response = client.post(url, data)
+    cookies = " ".join(morsel.value for morsel in client.cookies.values())
+    return response, cookies
+
+
+def _shown_keys(response) -> list[str]:
+    assert response.status_code == 200, response.status_code
+    assert "no-store" in response["Cache-Control"]
+    keys = KEY_RE.findall(response.content.decode())
+    assert keys, response.content.decode()[:2000]
+    return keys
+
+
+async def _refused(ws_clients, key: str) -> None:
+    again = ws_clients("/ws/", [(b"authorization", f"Bearer {key}".encode())])
+    await again.connect(timeout=5)
+    refused = await again.receive_json_from(timeout=5)
+    assert refused == {"error": "Unauthorized", "message": "A valid API key is required"}
+
+
+async def _closed_with(comm) -> int:
+    message = await comm.receive_output(timeout=5)
+    assert message["type"] == "websocket.close", message
+    return message.get("code")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_adding_a_device_shows_its_key_once_and_the_store_hears_of_it(
+    ws_clients, root, alice, store_a
+):
+    watching = await live_dashboard(ws_clients, alice)
+    client = await sync_to_async(logged_in)(root)
+    assert (await sync_to_async(client.get)("/admin/terminals/device/add/")).status_code == 200
+    data = {
+        "group": store_a.group.pk,
+        "device_type": "terminal",
+        "device_id": "ADM-NEW",
+        "label": "Added in the admin",
+        "metadata": "{}",
+    }
+    response, cookies = await sync_to_async(_post)(client, "/admin/terminals/device/add/", data)
+    [key] = _shown_keys(response)
+    page = response.content.decode()
+    assert page.count(key) == 1
+    assert "shown only this once" in page
+    assert key not in cookies  # not through messages, whose storage is a cookie
+
+    event = await next_of_type(watching, "device", deviceId="ADM-NEW")
+    assert (event["deviceType"], event["active"]) == ("terminal", True)
+    added = await sync_to_async(Device.objects.get)(group=store_a.group, device_id="ADM-NEW")
+    assert await sync_to_async(device_for_key)(key=key) == added
+    assert await device(ws_clients, key)  # connects with it
+    for url in ("/admin/terminals/device/", f"/admin/terminals/device/{added.pk}/change/"):
+        later = await sync_to_async(client.get)(url)
+        assert key not in later.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("action", ["rotate_key", "deactivate"])
+async def test_rotating_or_deactivating_in_the_admin_stops_the_old_key_and_its_socket(
+    ws_clients, root, alice, store_a, action
+):
+    watching = await live_dashboard(ws_clients, alice)
+    socket = await device(ws_clients, store_a.terminal_key)
+    await next_of_type(watching, "device", deviceId="TERM-1", status="online")
+    client = await sync_to_async(logged_in)(root)
+    data = {"action": action, "_selected_action": [store_a.terminal.pk], "index": 0}
+    response, cookies = await sync_to_async(_post)(client, "/admin/terminals/device/", data)
+
+    assert await _closed_with(socket) == 4403
+    await _refused(ws_clients, store_a.terminal_key)
+    if action == "rotate_key":
+        [key] = _shown_keys(response)
+        assert key not in cookies
+        assert await sync_to_async(device_for_key)(key=key) == store_a.terminal
+        assert await device(ws_clients, key)
+    else:
+        assert response.status_code == 302
+        assert not KEY_RE.search(response.content.decode())
+        event = await next_of_type(watching, "device", deviceId="TERM-1", active=False)
+        assert event["type"] == "device"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator
@@ -69,6 +70,7 @@ STORES = {
     "shop-mine": ("mina", [("TERM-MINE", "Mine")]),
     "shop-theirs": ("theo", [("TERM-THEIRS", "Theirs")]),
     "shop-recover": ("rita", [("TERM-1", "Till 1")]),
+    "shop-stale": ("sami", [("TERM-1", "Till 1")]),
     "downtown": (
         "maria",
         [("TERM-1", "Counter 1"), ("TERM-2", "Counter 2"), ("TERM-3", "Terrace")],
@@ -326,6 +328,65 @@ async def test_a_member_of_another_store_sees_none_of_it(site, browser):
     assert response.status == 404
     response = await other.goto(site.url + f"/dashboard/payments/SECRET-1/?store={mine.slug}")
     assert response.status == 404
+
+
+# A terminal's pings move its last activity without publishing anything (the hot path stays
+# cheap): connection_touch, as the gateway's consumer calls it, run in the deployment.
+TOUCH = """
+import datetime as dt
+from terminals.models import Connection
+from terminals.services import connection_touch
+from posgateway.dashboard.templatetags.dashboard import iso
+slug, seconds = ARGS
+conn = Connection.objects.get(device__group__slug=slug, device__device_id="TERM-1",
+                              closed_at__isnull=True)
+at = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)).replace(microsecond=0)
+assert connection_touch(connection_pk=conn.pk, at=at)
+print(iso(at))
+"""
+
+
+def touch(site: Site, slug: str, seconds: int) -> str:
+    """Set TERM-1's last activity to ``seconds`` ago, quietly; returns it as the page shows it."""
+    done = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", TOUCH.replace("ARGS", repr((slug, seconds)))],
+        cwd=ROOT,
+        env=site.deployment.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+async def test_changes_without_an_event_appear_while_live(site, browser):
+    """Last activity moves with a terminal's pings, which publish nothing: the live page fetches
+    its region again on a timer (shortened here) and when the tab becomes visible."""
+    store = site.stores["shop-stale"]
+    page = await logged_in(browser, site, store.username)
+    async with devices((site.server.ws_url, store.terminal_keys["TERM-1"])):
+        await row(page, "device-id", "TERM-1", "online").wait_for(timeout=WAIT_MS)
+        await page.evaluate("window.__samePage = true")
+        events = await page.evaluate("window.posgwDashboard.events")
+
+        # On the timer.
+        await page.evaluate("window.posgwDashboard.refreshEveryMs = 1000")
+        at = await asyncio.to_thread(touch, site, store.slug, 30)
+        activity = row(page, "device-id", "TERM-1").locator(f'time[datetime="{at}"]')
+        await activity.wait_for(timeout=WAIT_MS)
+        assert re.fullmatch(r"\d+ s ago", await activity.inner_text())
+
+        # On coming back into view (the timer set far away again).
+        await page.evaluate("window.posgwDashboard.refreshEveryMs = 3600 * 1000")
+        at = await asyncio.to_thread(touch, site, store.slug, 20)
+        await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        activity = row(page, "device-id", "TERM-1").locator(f'time[datetime="{at}"]')
+        await activity.wait_for(timeout=WAIT_MS)
+        assert re.fullmatch(r"\d+ s ago", await activity.inner_text())
+
+        assert await page.evaluate("window.posgwDashboard.events") == events
+        assert await page.evaluate("window.__samePage") is True
 
 
 async def test_the_page_shows_when_it_is_not_live_and_recovers_by_itself(site, browser):

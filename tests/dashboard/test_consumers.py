@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
@@ -194,3 +197,135 @@ async def test_the_socket_answers_a_ping(ws_clients, alice):
     assert await comm.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
     await comm.send_to(text_data="anything else")
     assert await comm.receive_nothing(timeout=0.2)
+
+
+# --- A login that ends, or loses a store, while its socket is open ----------------------------
+
+
+async def _closed_with(comm) -> int:
+    message = await comm.receive_output(timeout=TIMEOUT)
+    assert message["type"] == "websocket.close", message
+    return message.get("code")
+
+
+def _logged_in_client(user) -> tuple[Client, bytes]:
+    client = Client()
+    client.force_login(user)
+    return client, f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+@pytest.fixture
+def recheck_every_event(settings):
+    settings.DASHBOARD_RECHECK_S = 0
+
+
+async def test_a_member_removed_from_a_store_stops_hearing_it_at_once(
+    ws_clients, recheck_every_event, alice, bob, store_a, store_b
+):
+    watching_a = await live_dashboard(ws_clients, alice)
+    watching_b = await live_dashboard(ws_clients, bob)
+    await sync_to_async(alice.stores.remove)(store_a.group)
+
+    await device(ws_clients, store_a.terminal_key)
+    assert await _closed_with(watching_a) == 4403  # and nothing of store A before it
+    # Its reconnect joins what she belongs to now: no store, so it is refused.
+    _, accepted = await dashboard(ws_clients, await cookie_of(alice))
+    assert not accepted
+    # Bob's login still holds: checked, and passed on.
+    await device(ws_clients, store_b.terminal_key)
+    assert await next_of_type(watching_b, "device", deviceId="TERM-1", status="online")
+
+
+async def test_a_member_moved_to_another_store_reconnects_to_that_one(
+    ws_clients, recheck_every_event, alice, store_a, store_b
+):
+    watching = await live_dashboard(ws_clients, alice)
+    await sync_to_async(alice.stores.set)([store_b.group])
+    await device(ws_clients, store_a.desktop_key)
+    assert await _closed_with(watching) == 4403
+
+    again = await live_dashboard(ws_clients, alice)
+    await device(ws_clients, store_b.desktop_key)
+    event = await again.receive_json_from(timeout=TIMEOUT)
+    assert (event["type"], event["deviceType"], event["status"]) == ("device", "desktop", "online")
+
+
+@pytest.mark.parametrize("ending", ["log out", "deactivated", "password changed"])
+async def test_a_login_that_ended_closes_its_socket_before_the_next_event(
+    ws_clients, recheck_every_event, alice, store_a, ending
+):
+    client, cookie = await sync_to_async(_logged_in_client)(alice)
+    comm, accepted = await dashboard(ws_clients, cookie)
+    assert accepted
+    assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "ready"
+
+    def end_it() -> None:
+        if ending == "log out":
+            assert client.post("/accounts/logout/").status_code == 302
+        elif ending == "deactivated":
+            alice.is_active = False
+            alice.save(update_fields=["is_active"])
+        else:
+            alice.set_password("a new password entirely")
+            alice.save(update_fields=["password"])
+
+    await sync_to_async(end_it)()
+    await device(ws_clients, store_a.terminal_key)
+    assert await _closed_with(comm) == 4401
+    _, accepted = await dashboard(ws_clients, cookie)
+    assert not accepted
+
+
+async def test_the_check_is_kept_on_the_socket_for_a_while(ws_clients, settings, alice, store_a):
+    """Not a session read per event: a check holds for DASHBOARD_RECHECK_S (2 s by default)."""
+    settings.DASHBOARD_RECHECK_S = 3600
+    watching = await live_dashboard(ws_clients, alice)
+    await sync_to_async(alice.stores.remove)(store_a.group)
+    await device(ws_clients, store_a.terminal_key)
+    assert (await watching.receive_json_from(timeout=TIMEOUT))["type"] == "device"
+
+
+# --- The channel layer fails (Redis down) -------------------------------------------------------
+
+
+async def test_a_lost_channel_layer_closes_the_page_socket_with_one_warning(
+    ws_clients, alice, monkeypatch, caplog
+):
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    down = asyncio.Event()
+
+    async def receive_until_down(channel: str):
+        await down.wait()
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(layer, "receive", receive_until_down)
+    comm = await live_dashboard(ws_clients, alice)
+
+    down.set()
+    closed = await comm.receive_output(timeout=TIMEOUT)
+
+    # The page sees the socket close (and shows "not live", then reconnects by itself).
+    assert closed == {"type": "websocket.close", "code": 1011}
+    warnings = [r for r in caplog.records if "channel layer unavailable" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "dashboard receive" in warnings[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_the_page_socket_is_refused_while_the_channel_layer_is_down(
+    ws_clients, alice, monkeypatch, caplog
+):
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+
+    async def group_add_fails(group: str, channel: str):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(layer, "group_add", group_add_fails)
+    _, accepted = await dashboard(ws_clients, await cookie_of(alice))
+
+    assert not accepted
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

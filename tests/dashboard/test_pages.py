@@ -355,6 +355,26 @@ def test_an_id_in_two_of_the_users_stores_asks_which(store_a, store_b):
     assert "<dt>Store</dt><dd>store-b</dd>" in detail
 
 
+def test_a_payment_called_export_is_read_on_the_dashboard_and_found_by_the_api_search(
+    client_a, store_a, run
+):
+    """/api/transactions/export/ is the CSV export, so a transactionId of exactly "export" has
+    no API detail URL (docs/api.md says so): its timeline is on the dashboard, its row in the
+    API's list with ?search=."""
+    run.paid(store_a, "export", "SUCCESS")
+    make_payment(store_a, "other")
+
+    page = client_a.get("/dashboard/payments/export/")
+    assert page.status_code == 200
+    kinds = re.findall(r'<li data-kind="([a-z_]+)"', text(page))
+    assert kinds == ["requested", "forwarded", "result", "delivered"]
+
+    found = client_a.get("/api/transactions/?search=export").json()["results"]
+    assert [(t["transactionId"], t["status"]) for t in found] == [("export", "SUCCESS")]
+    clash = client_a.get("/api/transactions/export/")
+    assert clash["Content-Type"].startswith("text/csv")
+
+
 def test_odd_transaction_ids_link_to_their_detail_page(client_a, store_a):
     make_payment(store_a, "a/b?c#d%e")
     listing = text(client_a.get("/dashboard/payments/"))
