@@ -10,8 +10,11 @@ django_asgi_app = get_asgi_application()  # sets Django up before the routing im
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from posgateway import gateway  # noqa: E402
+from posgateway import gateway, redact  # noqa: E402
 from posgateway.routing import websocket_urlpatterns  # noqa: E402
+
+# daphne's access log prints HTTP query strings: never a device key (posgateway/redact.py).
+redact.install()
 
 application = ProtocolTypeRouter(
     {

@@ -1,0 +1,64 @@
+"""Keys out of logs: query-string secrets are written as ``[redacted]``.
+
+Devices authenticate with a header or, when they cannot set one, with ``?key=`` on the WebSocket
+URL. daphne's access log writes WebSocket lines with the path alone, but HTTP lines with the
+query string: a proxy that drops the ``Upgrade`` header turns a handshake into a plain
+``GET /ws/?key=…`` (404), and daphne would print the key. So would ``manage.py runserver``,
+whose access log goes through the logging module (``django.channels.server``).
+
+:func:`install` wraps daphne's access-log writer (called from ``asgi.py``, which daphne imports
+before it builds its server); :class:`RedactSecrets` is a logging filter on every handler
+(``settings.LOGGING``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from typing import Any
+
+# The value of any query parameter that names a credential, up to the next separator.
+SECRET_QUERY = re.compile(
+    r"([?&;](?:key|api_key|apikey|token|access_token|auth|password)=)[^&;\s\"']*", re.IGNORECASE
+)
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential in a query string replaced by ``[redacted]``."""
+    if "=" not in text:
+        return text
+    return SECRET_QUERY.sub(rf"\1{REDACTED}", text)
+
+
+class RedactSecrets(logging.Filter):
+    """A logging filter: the formatted message, redacted (the record is kept)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True  # a broken record is logging's own problem to report
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install() -> None:
+    """Make daphne's access log redact query-string secrets (idempotent; no daphne, no-op)."""
+    try:
+        from daphne.access import AccessLogGenerator
+    except ImportError:
+        return
+    original = AccessLogGenerator.write_entry
+    if getattr(original, "redacts", False):
+        return
+
+    @functools.wraps(original)
+    def write_entry(self: Any, host: Any, date: Any, request: str, *args: Any, **kw: Any) -> Any:
+        return original(self, host, date, redact(request), *args, **kw)
+
+    write_entry.redacts = True  # type: ignore[attr-defined]
+    AccessLogGenerator.write_entry = write_entry  # type: ignore[method-assign]
