@@ -2,12 +2,14 @@
 
 The schema is loaded from the running app (WSGI, in process) inside a test, so the requests
 see the test database; every request carries a staff token. Bounded: a few dozen generated
-requests per operation, derandomised so CI is reproducible.
+requests per operation, derandomised so CI is reproducible. The module counts every request
+it sends and its last test prints the total, which must be at least 500 per run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 
 import pytest
 import schemathesis
@@ -27,6 +29,7 @@ from schemathesis.specs.openapi.checks import (
 
 from payments.models import TransactionStatus
 from tests.api.conftest import make_payment
+from tests.api.test_sessions_api import make_request, make_session
 from tests.api.test_transactions import pay_through_services
 
 CHECKS = [
@@ -54,6 +57,10 @@ def api_schema(db, store_a, store_b, staff_a):
         customer_info={"customerId": {"nested": True}},
     )
     make_payment(store_b, "ST-1", amount="9.99")
+    session = make_session(store_a, "ST-SESSION", last_response={"SaleToPOIResponse": {}})
+    make_request(store_a, "ST-REQ-1", session=session)
+    make_request(store_a, "ST-REQ-2", kind="input", input_type="email", status="IN_PROGRESS")
+    make_request(store_b, "ST-REQ-1", session=make_session(store_b, "ST-SESSION"))
     # Like Django's test client: the test's transaction must survive each request.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
@@ -83,14 +90,24 @@ OPERATIONS = [
     "/api/transactions/export/",
     "/api/reports/daily/",
     "/api/reports/daily/export/",
+    "/api/sessions/",
+    "/api/sessions/{id}/",
+    "/api/terminal-requests/",
+    "/api/terminal-requests/{id}/",
 ]
+
+
+# Requests sent per (operation, generation mode) in this run; the last test reports the sum.
+MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+REQUESTS: Counter[tuple[str, str]] = Counter()
+MIN_REQUESTS_PER_RUN = 500
 
 
 def test_every_operation_is_fuzzed(api_schema):
     assert sorted(api_schema.raw_schema["paths"]) == sorted(OPERATIONS)
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("path", OPERATIONS)
 def test_api_answers_generated_requests_within_its_schema(api_schema, auth_header, path, mode):
     operation = api_schema[path]["GET"]
@@ -104,6 +121,25 @@ def test_api_answers_generated_requests_within_its_schema(api_schema, auth_heade
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def call(case):
+        REQUESTS[path, mode.value] += 1
         case.call_and_validate(headers=auth_header, checks=CHECKS)
 
+    REQUESTS[path, mode.value] += 0  # this pair ran, even if hypothesis generated nothing
     call()
+
+
+def test_at_least_500_generated_requests_per_run(capsys):
+    """Runs last in this module: the sum of the requests the tests above sent."""
+    expected = {(path, mode.value) for path in OPERATIONS for mode in MODES}
+    if set(REQUESTS) != expected:
+        pytest.skip("only part of the schemathesis module ran: no total to check")
+    total = sum(REQUESTS.values())
+    per_operation: Counter[str] = Counter()
+    for (path, _mode), count in REQUESTS.items():
+        per_operation[path] += count
+    with capsys.disabled():
+        print(
+            f"\nschemathesis: {total} generated requests over {len(OPERATIONS)} operations "
+            f"({', '.join(f'{path} {n}' for path, n in sorted(per_operation.items()))})"
+        )
+    assert total >= MIN_REQUESTS_PER_RUN, REQUESTS

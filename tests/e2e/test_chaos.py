@@ -3,8 +3,8 @@
 The chaos test runs thousands of payments over two daphne processes sharing PostgreSQL and the
 test's own redis-server, while sockets are cut, one process is killed and Redis is restarted;
 then it checks, in the database and against what every client saw, that nothing was lost,
-doubled or left hanging. Two shorter tests show the gateway serving again after Redis comes
-back, and after PostgreSQL (or SQLite) refused a query.
+doubled or left hanging. A shorter test shows the gateway serving again after PostgreSQL (or
+SQLite) refused a query; test_dependencies.py has Redis and the database going away.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.e2e.conftest import DeviceClient, Gateway, finish, pay, payment_frame
+from tests.e2e.conftest import DeviceClient, finish, pay, payment_frame
 from tests.e2e.harness import Deployment, Server, free_port, production_deployment
 from tests.services import missing
 
@@ -644,17 +644,24 @@ async def _chaos(
     servers: list[Server],
     redis: RedisServer,
     done: asyncio.Event,
+    run_limit: float,
 ) -> list[str]:
-    """Cut sockets all along; kill one daphne at 30 % and restart Redis at 60 % of the run."""
+    """Cut sockets all along; kill one daphne at 30 % and restart Redis at 60 % of the run
+    (of its payments, or of its time limit on a machine too slow to reach them)."""
     log: list[str] = []
     killed = redis_restarted = False
+    chaos_began = time.monotonic()
+
+    def progress() -> float:
+        return max(stats.started / stats.target, (time.monotonic() - chaos_began) / run_limit)
+
     while not done.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), rng.uniform(0.15, 0.6))
         if done.is_set():
             break
         rng.choice(peers).abort()
-        if not killed and stats.started >= 0.3 * stats.target:
+        if not killed and progress() >= 0.3:
             killed = True
             index = rng.randrange(len(servers))
             victim = servers[index]
@@ -665,7 +672,7 @@ async def _chaos(
             await asyncio.sleep(0.5)
             servers[index] = await asyncio.to_thread(restart, victim)
             log.append(f"{now()} restarted daphne on port {victim.port}")
-        elif not redis_restarted and stats.started >= 0.6 * stats.target:
+        elif not redis_restarted and progress() >= 0.6:
             redis_restarted = True
             began = time.time()
             await asyncio.to_thread(redis.stop)
@@ -737,7 +744,9 @@ async def test_payments_survive_drops_a_killed_process_and_a_redis_restart(tmp_p
             # The whole test stays within its time limit, whatever the setup took.
             run_limit = DEADLINE_S - phases["setup"]
             finished = asyncio.Event()
-            chaos = asyncio.create_task(_chaos(rng, stats, peers, servers, redis, finished))
+            chaos = asyncio.create_task(
+                _chaos(rng, stats, peers, servers, redis, finished, run_limit)
+            )
             try:
                 await asyncio.wait_for(asyncio.gather(*(d.pay_loop() for d in desktops)), run_limit)
             except TimeoutError:
@@ -969,9 +978,6 @@ def _check(
     assert not problems, "\n".join(problems[:40])
 
 
-# --- 2. Redis comes back -------------------------------------------------------------------------
-
-
 async def pay_across(desktop: DeviceClient, terminal: DeviceClient, tid: str) -> None:
     """A whole payment: accepted, forwarded once, approved, completed at the desktop."""
     _, request = await pay(desktop, terminal, "TERM", tid)
@@ -981,105 +987,7 @@ async def pay_across(desktop: DeviceClient, terminal: DeviceClient, tid: str) ->
     await desktop.send({"action": "ack", "seq": complete["seq"]})
 
 
-async def pay_during_outage(url: str, key: str, tid: str) -> str:
-    """What a POS sees when it pays while Redis is down (it connects afresh, as it would)."""
-    try:
-        client = await DeviceClient.connect(url, key)
-    except Exception as exc:
-        return f"connect failed: {exc!r}"
-    try:
-        hello = await client.recv(10)
-        if hello.get("action") != "connected":
-            return f"instead of connected: {hello}"
-        await client.send(payment_frame("TERM", tid))
-        while True:
-            frame = await client.recv(10)
-            if "error" in frame:
-                return f"{frame['error']}: {frame['message']}"
-            if frame.get("action") in ("paymentAccepted", "paymentComplete"):
-                return f"answered {frame}"
-    except websockets.ConnectionClosed as exc:
-        return f"closed {exc.rcvd.code if exc.rcvd else None}"
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.close(), 2)
-
-
-@pytest.mark.timeout(120)
-async def test_gateway_serves_again_once_redis_is_back(tmp_path, close_clients):
-    """Redis down: sockets are closed (4503), /healthz says so, nothing half-paid; Redis back:
-    the same daphne processes serve again."""
-    with (
-        own_redis(tmp_path) as redis,
-        production_deployment(redis_url=redis.url, PAYMENT_TIMEOUT_S="5") as deployment,
-    ):
-        a, b = deployment.server(), deployment.server()
-        pids = (a.proc.pid, b.proc.pid)
-        gw = Gateway(deployment, a)
-        store = gw.store()
-        gw.close()
-        desktop = await gw.connect(store.desktop)
-        terminal = await gw.connect(store.terminal, url=b.ws_url)
-        await pay_across(desktop, terminal, "before-outage")
-
-        await asyncio.to_thread(redis.stop)
-        # The sockets the gateway can no longer serve are closed, so their clients reconnect
-        # (and then get whatever they missed): "come back later", not a dead socket.
-        assert await desktop.wait_closed(10) == 4503
-        assert await terminal.wait_closed(10) == 4503
-        for server in (a, b):
-            status, body = await asyncio.to_thread(server.healthz)
-            assert (status, body["channelLayer"], body["database"]) == (503, "error", "ok"), body
-
-        outcomes = [
-            await pay_during_outage(a.ws_url, store.desktop, f"during-outage-{n}") for n in range(3)
-        ]
-        print(f"\npayments while Redis is down: {outcomes}")
-        refused = {
-            "Internal Server Error: Failed to process message",  # the forward failed
-            "Not Found: Terminal connection not found",  # the terminal's socket is gone too
-            "closed 4503",  # closed before the frame was read
-        }
-        assert set(outcomes) <= refused, outcomes
-
-        await asyncio.to_thread(redis.start)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        for server in (a, b):
-            while (await asyncio.to_thread(server.healthz))[0] != 200:
-                assert loop.time() < deadline, await asyncio.to_thread(server.healthz)
-                await asyncio.sleep(0.2)
-        # ... without restarting them.
-        assert (a.proc.poll(), b.proc.poll()) == (None, None)
-        assert (a.proc.pid, b.proc.pid) == pids
-
-        # Both ways across the processes, on the processes that lived through the outage.
-        desktop = await gw.connect(store.desktop)
-        terminal = await gw.connect(store.terminal, url=b.ws_url)
-        await pay_across(desktop, terminal, "after-outage-1")
-        await desktop.close()
-        await terminal.close()
-        desktop = await gw.connect(store.desktop, url=b.ws_url)
-        terminal = await gw.connect(store.terminal)
-        await pay_across(desktop, terminal, "after-outage-2")
-
-        # What was tried during the outage never became a payment in flight, and never
-        # reached the terminal.
-        for n in range(3):
-            await desktop.send(
-                {"action": "getTransactionStatus", "transactionId": f"during-outage-{n}"}
-            )
-            answer = await desktop.recv(10)
-            while answer.get("action") not in ("transactionStatus", None):
-                answer = await desktop.recv(10)
-            assert answer.get("message") == "Transaction not found" or (
-                answer.get("status") == "FAILED"
-            ), answer
-        stray = [f for f in await terminal.quiet_for(1) if f.get("action") == "paymentRequest"]
-        assert not stray, stray
-
-
-# --- 3. The database refuses a query --------------------------------------------------------------
+# --- 2. The database refuses a query --------------------------------------------------------------
 
 REFUSE = {
     "postgresql": [
