@@ -363,6 +363,21 @@ def _payment_method(data: dict[str, Any], root: str) -> str:
     return value
 
 
+def _number_digits(value: int | float) -> str:
+    """A JSON number as the digits it is written with ("" for fractions and huge floats)."""
+    if isinstance(value, float):
+        if not value.is_integer() or abs(value) >= 10**PAN_MAX_DIGITS:
+            return ""
+        value = int(value)
+    return str(value)
+
+
+def _check_key(key: str, path: str, *, inspect: bool) -> None:
+    # Keys are free text as well; the message does not repeat the key (it holds the number).
+    if inspect and find_card_number(key):
+        raise BadRequest(f"{path} keys must not contain a card number")
+
+
 def _check_json(value: object, path: str, depth: int, *, inspect: bool, identifier: bool) -> Any:
     """Copy a JSON value, checking nesting, key types, finite numbers and, if ``inspect``,
     that no free-text string (one not under an identifier key) holds a card number.
@@ -370,11 +385,14 @@ def _check_json(value: object, path: str, depth: int, *, inspect: bool, identifi
     ``depth`` is the nesting level of ``value`` if it is an object or a list: the field's
     own object (``metadata``) is level 1, and no container may be deeper than MAX_NESTING.
     """
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
             raise BadRequest(f"{path} must be a finite number")
+        # A number is written digits too: 4111111111111111 is as much a card number as text.
+        if inspect and not identifier and find_card_number(_number_digits(value)):
+            raise BadRequest(f"{path} must not contain a card number")
         return value
     if isinstance(value, str):
         if inspect and not identifier and find_card_number(value):
@@ -394,6 +412,7 @@ def _check_json(value: object, path: str, depth: int, *, inspect: bool, identifi
         for key, item in value.items():
             if not isinstance(key, str):
                 raise BadRequest(f"{path} keys must be strings")
+            _check_key(key, path, inspect=inspect)
             copy[key] = _check_json(
                 item,
                 _key_path(path, key),
@@ -446,6 +465,7 @@ def _product(value: object, currency: str, path: str) -> dict[str, Any]:
             continue
         if not isinstance(key, str):
             raise BadRequest(f"{path} keys must be strings")
+        _check_key(key, path, inspect=True)
         item_path = _key_path(path, key)
         if isinstance(item, dict | list):
             raise BadRequest(f"{item_path} must be a string, number, boolean or null")

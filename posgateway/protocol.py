@@ -16,6 +16,8 @@ REST responses alike. The seed's texts are kept letter for letter (contract sect
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -32,6 +34,10 @@ TRANSACTION_NOT_FOUND = "Transaction not found"
 TERMINAL_BUSY = "Terminal is busy"
 TRANSACTION_ID_REUSED = "transactionId already used with different details"
 BINARY_NOT_SUPPORTED = "Binary frames are not supported"
+UNSTORABLE_TEXT = "must not contain NUL characters or unpaired surrogates"
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -44,6 +50,39 @@ def iso(value: dt.datetime | None) -> str | None:
 
 def now_iso() -> str:
     return iso(dt.datetime.now(dt.UTC))
+
+
+def unstorable_text(value: object) -> str | None:
+    """Where a decoded JSON value holds a NUL or an unpaired surrogate, or None if nowhere.
+
+    Both arrive only as ``\\u`` escapes (a frame's text is valid UTF-8, and JSON refuses raw
+    control characters), and neither can be stored or looked up: PostgreSQL refuses NUL in
+    text and jsonb, and no database driver encodes a lone surrogate to UTF-8 (I-JSON, RFC
+    7493, forbids them). Returns the path of the string, or of the object whose key it is
+    (``paymentRequest.metadata.note``); the caller refuses the whole message.
+    """
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return path or "the message"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and _UNSTORABLE.search(key):
+                    return f"{path} keys" if path else "the message's keys"
+                stack.append((_child_path(path, key), child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
+    return None
+
+
+def _child_path(path: str, key: object) -> str:
+    text = key if isinstance(key, str) else str(key)
+    if _PLAIN_KEY.fullmatch(text):
+        return f"{path}.{text}" if path else text
+    shown = text if len(text) <= 64 else text[:61] + "..."
+    return f"{path}[{json.dumps(shown)}]"
 
 
 class ProtocolError(Exception):

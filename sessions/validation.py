@@ -15,7 +15,7 @@ from typing import Any
 
 from payments.currencies import MINOR_UNITS
 from payments.validation import find_card_number, mask_card_numbers, parse_amount
-from posgateway.protocol import BadRequest
+from posgateway.protocol import UNSTORABLE_TEXT, BadRequest, unstorable_text
 from sessions.models import InputType, OperationType
 
 REQUEST_ID = re.compile(r"[!-~]{1,64}")
@@ -282,6 +282,9 @@ def parse_terminal_api_request(document: object) -> dict[str, Any]:
     """Check a SaleToPOIRequest admin request; returns its header and decoded session parts."""
     if not isinstance(document, dict) or not isinstance(document.get("SaleToPOIRequest"), dict):
         raise message_format("The body must be a JSON object with a SaleToPOIRequest object")
+    where = unstorable_text(document)
+    if where is not None:
+        raise message_format(f"{where} {UNSTORABLE_TEXT}")
     request = document["SaleToPOIRequest"]
     header = request.get("MessageHeader")
     if not isinstance(header, dict):

@@ -698,3 +698,16 @@ def test_a_failure_is_raised_before_any_later_part_is_read() -> None:
     """The header check of a Begin comes with the operations: a bad header alone fails it."""
     text = failure(document(begin_service(Operation=[operation()]), header(POIID=...)))
     assert text == "MessageHeader.POIID is required"
+
+
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        (document(header=header(POIID="TERM\u0000")), "SaleToPOIRequest.MessageHeader.POIID"),
+        (document(header=header(SaleID="\udc00")), "SaleToPOIRequest.MessageHeader.SaleID"),
+        ({"SaleToPOIRequest": {"\ud800": 1}}, "SaleToPOIRequest keys"),
+    ],
+)
+def test_nul_and_lone_surrogates_are_message_format_failures(doc: object, where: str) -> None:
+    # Found by tests/e2e/test_fuzz.py: the POIID lookup raised on either (a 500).
+    assert failure(doc) == f"{where} must not contain NUL characters or unpaired surrogates"
