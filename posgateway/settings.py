@@ -42,10 +42,26 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+# --- Security (docs/security.md; the production values are in docs/operations.md) ----------
+# Off unless asked for: `make run` sets DEBUG=1, production never does.
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY") or "insecure-development-key-set-SECRET_KEY-in-production"
+# The fallback carries Django's own "django-insecure-" prefix, so `check --deploy` refuses it.
+SECRET_KEY = env_str("SECRET_KEY") or "django-insecure-development-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# HTTPS: all off by default, so `make run` and the tests work over plain http://127.0.0.1.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# A load balancer's health check may come over plain HTTP: /healthz is never redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Only behind a proxy that sets X-Forwarded-Proto itself (and strips a client's): otherwise any
+# client could claim HTTPS.
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "daphne",
@@ -104,15 +120,25 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# How long a query waits for a lock another connection holds (SQLite's busy timeout, PostgreSQL's
+# lock_timeout) before it fails, and the device is answered "Failed to process message".
+DB_LOCK_TIMEOUT_S = env_float("DB_LOCK_TIMEOUT_S", 20)
+if DB_LOCK_TIMEOUT_S <= 0:
+    raise ImproperlyConfigured(f"DB_LOCK_TIMEOUT_S must be above 0, got {DB_LOCK_TIMEOUT_S:g}")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the writer; IMMEDIATE takes the write lock up front so two
     # writers queue (busy timeout) instead of failing with "database is locked" on upgrade.
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
+        "timeout": DB_LOCK_TIMEOUT_S,
     }
     DATABASES["default"]["TEST"] = {"NAME": env_str("SQLITE_TEST_NAME") or None}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = (
+        f"{_options.get('options', '')} -c lock_timeout={int(DB_LOCK_TIMEOUT_S * 1000)}".strip()
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -203,7 +229,8 @@ WHITENOISE_USE_FINDERS = True
 REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with WWW-Authenticate: Token, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's Token header, checked against the stored digest (terminals/tokens.py).
+        "terminals.tokens.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -245,6 +272,10 @@ SPECTACULAR_SETTINGS = {
         "TransactionStatusEnum": "payments.models.TransactionStatus",
         "DeviceStatusEnum": "terminals.models.DeviceStatus",
         "DeviceTypeEnum": "terminals.models.DeviceType",
+        "SessionStatusEnum": "sessions.models.SessionState",
+        "SessionOperationTypeEnum": "sessions.models.OperationType",
+        "TerminalRequestTypeEnum": "sessions.models.RequestKind",
+        "TerminalRequestStatusEnum": "sessions.models.RequestStatus",
     },
     # The docs UI's assets come from the sidecar package, served by whitenoise: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -260,8 +291,14 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    # A key in a logged URL's query string is written as [redacted] (posgateway/redact.py).
+    "filters": {"redact": {"()": "posgateway.redact.RedactSecrets"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
