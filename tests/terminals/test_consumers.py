@@ -433,14 +433,29 @@ async def test_unknown_action_is_bad_request_naming_it(ws_clients, store):
     await assert_still_open(desktop)
 
 
-async def test_frame_without_a_string_action_is_bad_request(ws_clients, store):
+async def test_frame_without_an_action_is_bad_request(ws_clients, store):
     desktop, _ = await connect(ws_clients, store.desktop_key)
 
-    for frame in ({}, {"action": ""}, {"action": 7}, {"action": None}, {"action": ["ping"]}):
+    for frame in ({}, {"action": ""}, {"action": None}):
         reply = await request(desktop, frame)
 
-        assert reply["error"] == "Bad Request", frame
-        assert reply["message"] == "action is required", frame
+        assert_error(reply, "Bad Request", "action is required")
+    await assert_still_open(desktop)
+
+
+async def test_an_action_that_is_not_a_string_is_bad_request_saying_so(ws_clients, store):
+    desktop, _ = await connect(ws_clients, store.desktop_key)
+
+    for frame in (
+        {"action": 5},
+        {"action": ["ping"]},
+        {"action": {"name": "ping"}},
+        {"action": True},
+    ):
+        reply = await request(desktop, frame)
+
+        assert_error(reply, "Bad Request", "action must be a string")
+        assert "requestAction" not in reply
     await assert_still_open(desktop)
 
 
@@ -712,12 +727,13 @@ async def test_desktop_connecting_is_not_pushed_as_a_terminal_status(ws_clients,
 
 
 async def test_a_frame_on_a_connection_the_gateway_already_closed_is_connection_not_found(
-    ws_clients, store, settings
+    ws_clients, store, monkeypatch
 ):
     # A sweep closed this connection in the database (its close message to the socket was
     # lost): the next frame is refused and the socket closed, so the client reconnects.
-    settings.HEARTBEAT_INTERVAL_S = 0.01
-    settings.HEARTBEAT_TIMEOUT_S = 0.01  # activity is written on every frame
+    # Activity is written on every frame (short heartbeat timers would do that too, but would
+    # also let the heartbeat sweep answer first on a slow machine).
+    monkeypatch.setattr("terminals.consumers.activity_write_interval", lambda: 0.0)
     terminal, hello = await connect(ws_clients, store.terminal_key)
     await db(Connection.objects.filter(connection_id=hello["connectionId"]).update)(
         closed_at=timezone.now(), close_code=4408
@@ -746,3 +762,54 @@ async def test_a_result_both_resent_on_connect_and_pushed_live_reaches_the_deskt
     await consumer.gateway_frame({"frame": {"action": "terminalStatusUpdate"}})
 
     assert [f.get("seq") for f in sent] == [6, None]
+
+
+# --- NUL and lone surrogates (found by tests/e2e/test_fuzz.py) ---------------------------------
+
+UNSTORABLE = "must not contain NUL characters or unpaired surrogates"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('{"action":"getTransactionStatus","transactionId":"T\\ud800"}', "transactionId"),
+        ('{"action":"cancelPayment","transactionId":"T-\\u0000"}', "transactionId"),
+        (
+            '{"action":"payment","terminalId":"\\udc00TERM","paymentRequest":'
+            '{"transactionId":"TXN-1","amount":"1.00","currency":"USD"}}',
+            "terminalId",
+        ),
+        ('{"action":"ping","x":[{"\\ud83d":1}]}', "x[0] keys"),
+    ],
+)
+async def test_nul_and_lone_surrogates_are_bad_request_naming_the_field(
+    ws_clients, store, text, where
+):
+    # Before: the lookup raised (SQLite cannot encode a lone surrogate, PostgreSQL refuses
+    # NUL) and the desktop got "Internal Server Error".
+    desktop, _ = await connect(ws_clients, store.desktop_key)
+
+    reply = await request_text(desktop, text)
+
+    assert_error(reply, "Bad Request", f"{where} {UNSTORABLE}")
+    await assert_still_open(desktop)
+
+
+async def test_a_payment_with_nul_in_its_metadata_is_refused_and_not_stored(ws_clients, store):
+    # Stored on SQLite but refused by PostgreSQL's jsonb: the same answer on both now.
+    _, _, desktop, _ = await connect_pair(ws_clients, store)
+    frame = payment("TXN-NUL", metadata={"note": "table\u00004"})
+
+    reply = await request(desktop, frame)
+
+    assert_error(reply, "Bad Request", f"paymentRequest.metadata.note {UNSTORABLE}")
+    assert await db(Transaction.objects.count)() == 0
+    await assert_still_open(desktop)
+
+
+async def test_escaped_surrogate_pairs_and_other_escapes_are_accepted(ws_clients, store):
+    desktop, _ = await connect(ws_clients, store.desktop_key)
+
+    reply = await request_text(desktop, '{"action":"ping","note":"\\ud83d\\ude00 \\u00e9 \\u0001"}')
+
+    assert reply["action"] == "pong"
