@@ -35,7 +35,8 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py demo_setup
-	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne --websocket_timeout -1 -b $(HOST) -p $(PORT) posgateway.asgi:application
+	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne --websocket_timeout -1 --websocket_connect_timeout 30 \
+		-e tcp:port=$(PORT):interface=$(HOST):backlog=1024 posgateway.asgi:application
 
 test: install node-deps browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -65,7 +65,6 @@ from posgateway import gateway  # noqa: E402
 from posgateway.dispatch import build_actions  # noqa: E402
 from posgateway.realtime import Outbox  # noqa: E402
 from terminals.models import Device, DeviceType, Group, generate_key  # noqa: E402
-from terminals.selectors import device_for_key  # noqa: E402
 from terminals.services import connection_touch  # noqa: E402
 
 ACTIONS = build_actions()
@@ -85,12 +84,11 @@ def setup() -> tuple:
 
 
 def connect(key: str, capture: bool = True) -> tuple:
-    """What the consumer's connect does: key lookup (one hop), device_connected (one hop)."""
+    """What the consumer's connect does: key lookup, connection and backlog in one hop."""
     outbox = Outbox()
     with CaptureQueriesContext(connection) if capture else contextlib.nullcontext() as q:
-        device = device_for_key(key=key)
-        ctx, _backlog = gateway.device_connected(
-            device=device,
+        ctx, _backlog = gateway.device_connected_by_key(
+            key=key,
             channel_name=f"inmemory!{key[:6]}",
             remote_addr="127.0.0.1",
             outbox=outbox,
@@ -167,7 +165,7 @@ def main() -> None:
     desktop, dq, dout = connect(keys[DeviceType.DESKTOP])
     terminal, tq, tout = connect(keys[DeviceType.TERMINAL])
     print(f"database: {connection.vendor}")
-    print("connect (key lookup + connection_open + backlog), one hop each:")
+    print("connect (key lookup + connection_open + backlog: one hop), bench/connect_cost.py:")
     print(f"  desktop:  {len(dq)} queries, layer sends {sends(dout)} (channel, group)")
     print(f"  terminal: {len(tq)} queries, layer sends {sends(tout)} (channel, group)")
     with CaptureQueriesContext(connection) as q:

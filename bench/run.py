@@ -7,6 +7,7 @@ Bounded in count and time; stops by itself. Results and how to read them: docs/p
     python bench/run.py --smoke                  # tiny sizes, one run each: it runs, it prints
     python bench/run.py --scenarios 2,3 --runs 5 --json /tmp/bench.json
     python bench/run.py --scenarios 2 --runs 1 --profile /tmp/prof   # py-spy the gateway
+    python bench/run.py --scenarios 5 --runs 1 --storm 1000       # a smaller storm
 
 Scenarios:
   1  one pair, sequential payments: p50 / p99 latency
@@ -67,6 +68,8 @@ UVICORN = str(BIN / "uvicorn")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAIRS_PER_STORE = 10
 MAX_WARM_S = 120.0  # a closed loop's first answers must all come within this
+DAPHNE_STORM_FLAGS = ("--websocket_connect_timeout", "30")
+DAPHNE_LISTEN = "interface=127.0.0.1:backlog=1024"
 
 
 def free_port() -> int:
@@ -297,7 +300,9 @@ def build_fleet(workdir: Path, pairs: int, idle: int) -> Fleet:
 def server_command(server: str, port: int) -> list[str]:
     app = "posgateway.asgi:application"
     if server == "daphne":
-        return [DAPHNE, "-b", "127.0.0.1", "-p", str(port), app]
+        # As docs/operations.md runs it: a storm queues (listen backlog 1,024, 30 s to be
+        # accepted) instead of being refused after daphne's defaults of 50 and 5 s.
+        return [DAPHNE, *DAPHNE_STORM_FLAGS, "-e", f"tcp:port={port}:{DAPHNE_LISTEN}", app]
     if server == "uvicorn":
         # uvloop + httptools when installed (uvicorn's "auto"); no lifespan (Channels has none);
         # no permessage-deflate (the clients do not ask for it anyway).
@@ -987,6 +992,12 @@ def main() -> None:
         "--idle-connect-s", type=float, help="scenario 4: time to connect the idle fleet, s"
     )
     parser.add_argument("--seconds", type=float, help="measuring window of closed loops, s")
+    parser.add_argument(
+        "--idle", type=int, help="scenario 4: idle terminals (default 10,000; smoke 50)"
+    )
+    parser.add_argument(
+        "--storm", type=int, help="scenario 5: terminals in the storm (default 5,000; smoke 40)"
+    )
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     parser.add_argument(
         "--profile",
@@ -1006,6 +1017,10 @@ def main() -> None:
         size["seconds"] = args.seconds
     if args.idle_connect_s:
         size["idle_connect_s"] = args.idle_connect_s
+    if args.idle:
+        size["idle"] = args.idle
+    if args.storm:
+        size["storm"] = args.storm
     runs = 1 if args.smoke else args.runs
     scenarios = [int(n) for n in args.scenarios.split(",") if n]
     print(f"POS Gateway benchmark on {machine()}", flush=True)

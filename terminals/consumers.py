@@ -6,26 +6,30 @@ handler and encodes the reply or the error. Rules live in the services.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 import weakref
+from pprint import pformat
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
 from posgateway import gateway
 from posgateway.dispatch import DeviceContext, build_actions
+from posgateway.health import CHANNEL_LAYER, DATABASE, channel_layer_back, is_database_outage
 from posgateway.protocol import (
     BINARY_NOT_SUPPORTED,
     CONNECTION_NOT_FOUND,
     INVALID_JSON,
     UNAUTHORIZED,
+    UNSTORABLE_TEXT,
     BadRequest,
     Forbidden,
     InternalError,
@@ -36,10 +40,10 @@ from posgateway.protocol import (
     Unauthorized,
     error_frame,
     now_iso,
+    unstorable_text,
 )
 from posgateway.ratelimit import AddressLimiter, TokenBucket
 from posgateway.realtime import Outbox
-from terminals.selectors import device_for_key
 from terminals.services import (
     CLOSE_REPLACED,
     CLOSE_STALE,
@@ -83,11 +87,58 @@ def activity_write_interval() -> float:
     return min(5.0, (settings.HEARTBEAT_INTERVAL_S + settings.HEARTBEAT_TIMEOUT_S) / 4)
 
 
+class _LazyPformat:
+    """``pformat(obj)``, computed only when formatted."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __str__(self) -> str:
+        return pformat(self.obj)
+
+
+def _lazy_autobahn_config_log() -> None:
+    """autobahn (daphne's WebSocket layer) pretty-prints its whole configuration for a debug
+    line on every new socket, whether debug logging is on or not: ~10 % of the event loop in a
+    reconnect storm (docs/performance.md). The text is now built only if the line is logged."""
+    try:
+        from autobahn.websocket import protocol
+    except ImportError:  # not served by daphne
+        return
+    if getattr(protocol, "pformat", None) is pformat:
+        protocol.pformat = _LazyPformat
+
+
+_lazy_autobahn_config_log()
+
+
 class GatewayConsumer(AsyncWebsocketConsumer):
     ctx: DeviceContext | None = None
     # Highest seq re-sent on connect: a result committed while the connection opened is both
     # in that backlog and pushed live; the live copy is then dropped here.
     resent_seq = 0
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its ``aclose_old_connections`` before every message.
+
+        That is a hop to the database thread per frame, per layer message and per connect,
+        queued behind the database work of every other socket. This consumer reaches the
+        database only through ``database_sync_to_async``, which closes old connections around
+        each call itself.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        # As Channels' own, without the aclose_old_connections hop (see dispatch).
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message["code"])
+        raise StopConsumer
 
     async def connect(self) -> None:
         gateway.ensure_sweeper()
@@ -100,21 +151,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.last_seen = time.monotonic()
         self.activity_written = self.last_seen
         self.unasked_pong_sent = False
-        try:
-            device = await database_sync_to_async(device_for_key)(key=key_from_scope(self.scope))
-        except Exception:
-            logger.exception("key lookup failed")
-            await self.send_frame(InternalError().to_frame())
-            await self.close(code=CLOSE_UNAVAILABLE)
-            return
-        if device is None:
-            await self.send_frame(Unauthorized(UNAUTHORIZED).to_frame())
-            await self.close(code=CLOSE_UNAUTHORIZED)
-            return
         outbox = Outbox()
         try:
-            self.ctx, backlog = await database_sync_to_async(gateway.device_connected)(
-                device=device,
+            # The key lookup, the connection and the backlog: one thread hop.
+            connected = await database_sync_to_async(gateway.device_connected_by_key)(
+                key=key_from_scope(self.scope),
                 channel_name=self.channel_name,
                 remote_addr=str(client[0]),
                 outbox=outbox,
@@ -123,11 +164,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self.send_frame(exc.to_frame())
             await self.close(code=CLOSE_TOO_MANY)
             return
-        except Exception:
-            logger.exception("registering the connection failed")
+        except Exception as exc:
+            _log_failure(exc, "registering the connection failed")
             await self.send_frame(InternalError().to_frame())
             await self.close(code=CLOSE_UNAVAILABLE)
             return
+        if connected is None:
+            await self.send_frame(Unauthorized(UNAUTHORIZED).to_frame())
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        self.ctx, backlog = connected
+        device = self.ctx.device
         await gateway.run_failures(await outbox.flush(), Outbox())
         LIVE.add(self)
         await self.send_frame(
@@ -155,8 +202,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 ctx=self.ctx, code=code, outbox=outbox
             )
             await outbox.flush()
-        except Exception:
-            logger.exception("recording the disconnect of %s failed", self.ctx.connection_id)
+        except Exception as exc:
+            _log_failure(exc, f"recording the disconnect of {self.ctx.connection_id} failed")
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         if self.ctx is None:
@@ -172,8 +219,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 )
             frame = self.decode(message)
             action = frame.get("action")
-            if not isinstance(action, str) or not action:
+            if action is None or action == "":
                 raise BadRequest("action is required")
+            if not isinstance(action, str):
+                raise BadRequest("action must be a string")
             spec = ACTIONS.get(action)
             if spec is None:
                 raise BadRequest(f"Unknown action: {action[:64]}")
@@ -186,6 +235,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             outbox = Outbox()
             if spec.uses_database:
                 reply = await database_sync_to_async(spec.handler)(self.ctx, frame, outbox)
+                DATABASE.ok()
             else:
                 reply = spec.handler(self.ctx, frame, outbox)
             failures = await outbox.flush()
@@ -194,7 +244,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 raise InternalError()
         except Exception as exc:
             if not isinstance(exc, ProtocolError):
-                logger.exception("action %s from %s failed", action, self.ctx.connection_id)
+                _log_failure(exc, f"action {action} from {self.ctx.connection_id} failed")
             reply = error_frame(
                 exc,
                 requestAction=action if isinstance(action, str) else None,
@@ -216,6 +266,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             raise BadRequest(INVALID_JSON) from None
         if not isinstance(data, dict):
             raise BadRequest("Message must be a JSON object")
+        # NUL and lone surrogates come only as \u escapes; no database can store or match them.
+        if "\\u" in text and (where := unstorable_text(data)) is not None:
+            raise BadRequest(f"{where} {UNSTORABLE_TEXT}")
         return data
 
     async def note_activity(self) -> None:
@@ -229,9 +282,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if now - self.activity_written < activity_write_interval():
             return
         self.activity_written = now
-        alive = await database_sync_to_async(connection_touch)(
-            connection_pk=self.ctx.connection_pk, at=timezone.now()
-        )
+        try:
+            alive = await database_sync_to_async(connection_touch)(
+                connection_pk=self.ctx.connection_pk, at=timezone.now()
+            )
+        except Exception as exc:
+            if not is_database_outage(exc):
+                raise
+            # Only lastActivity is lost (it is written again soon): the frame is still handled,
+            # so a ping is answered while the database is down or locked.
+            DATABASE.failed(exc, "recording activity")
+            return
         if not alive:
             await self.send_frame(NotFound(CONNECTION_NOT_FOUND).to_frame())
             await self.close(code=CLOSE_STALE)
@@ -257,24 +318,52 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         LIVE.discard(self)
         await self.close(code=event.get("code", 1000))
 
+    async def gateway_catch_up(self, event: dict[str, Any]) -> None:
+        """The channel layer is back: send what a reconnect would have (pushes were lost)."""
+        if self.ctx is None:  # not connected: nothing to catch up on
+            return
+        outbox = Outbox()
+        try:
+            backlog = await database_sync_to_async(gateway.device_catch_up)(
+                ctx=self.ctx, outbox=outbox
+            )
+            await gateway.run_failures(await outbox.flush(), Outbox())
+        except Exception as exc:
+            _log_failure(exc, f"catching up {self.ctx.connection_id} failed")
+            return
+        for frame in backlog:
+            await self.send_frame(frame)
+            if frame.get("action") == "paymentComplete":
+                self.resent_seq = max(self.resent_seq, frame["seq"])
+
     # Channels sets channel_receive in __call__. Left alone, a failing layer (Redis down) kills
-    # the consumer at once and daphne drops the frames the client had already sent, a
-    # terminal's result among them; instead those are still handled, then the socket closes.
+    # the consumer at once and daphne drops the socket and the frames the client had already
+    # sent, a terminal's result among them. Instead the socket stays open (pings answered,
+    # actions that need the layer answered "Failed to process message"), one probe per process
+    # waits for the layer, and then the socket reads on and catches up on what it missed.
     @property
     def channel_receive(self) -> Any:
-        return self._receive_or_close
+        return self._receive_or_wait
 
     @channel_receive.setter
     def channel_receive(self, receive: Any) -> None:
         self._layer_receive = receive
 
-    async def _receive_or_close(self) -> dict[str, Any]:
+    async def _receive_or_wait(self) -> dict[str, Any]:
         try:
             return await self._layer_receive()
         except Exception as exc:
-            logger.warning("channel layer failed (%r): closing %s", exc, self.channel_name)
-            self._layer_receive = asyncio.Future  # nothing more from it: wait forever
-            return {"type": "gateway.close", "code": CLOSE_UNAVAILABLE}
+            CHANNEL_LAYER.failed(exc, "receive")
+        await channel_layer_back()
+        return {"type": "gateway.catch_up"}
+
+
+def _log_failure(exc: BaseException, what: str) -> None:
+    """A database outage is reported once (posgateway.health); anything else is a bug."""
+    if is_database_outage(exc):
+        DATABASE.failed(exc, what)
+    else:
+        logger.error("%s", what, exc_info=exc)
 
 
 def _transaction_id(frame: dict[str, Any] | None) -> str | None:
@@ -318,5 +407,5 @@ async def sweep_local_connections() -> None:
             elif quiet > interval and not consumer.unasked_pong_sent:
                 consumer.unasked_pong_sent = True
                 await consumer.send_frame({"action": "pong", "timestamp": now_iso()})
-        except Exception:
-            logger.exception("heartbeat sweep of a connection failed")
+        except Exception as exc:
+            _log_failure(exc, "heartbeat sweep of a connection failed")

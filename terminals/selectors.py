@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connection as db_connection
 from django.db.models import Prefetch, QuerySet
 
 from posgateway.protocol import DIFFERENT_GROUP, TERMINAL_NOT_FOUND, Forbidden, NotFound, iso
@@ -43,15 +44,22 @@ def terminal_frame(device: Device) -> dict[str, Any]:
     }
 
 
+# Written out: the ORM took several times longer to build it than SQLite to run it.
+_OPEN_DESKTOP_CHANNELS = (
+    "SELECT channel_name FROM terminals_connection WHERE closed_at IS NULL AND device_id IN"
+    " (SELECT id FROM terminals_device WHERE group_id = %s AND device_type = %s)"
+)
+
+
 def open_desktop_channels(*, group_id: int) -> list[str]:
-    """Channel names of the live connections of a store's desktops."""
-    return list(
-        Connection.objects.filter(
-            device__group_id=group_id,
-            device__device_type=DeviceType.DESKTOP,
-            closed_at__isnull=True,
-        ).values_list("channel_name", flat=True)
-    )
+    """Channel names of the live connections of a store's desktops.
+
+    Driven by the store's desktops (index on device group and type), not by the open
+    connections of every store: the cost stays the same however many sockets are open.
+    """
+    with db_connection.cursor() as cursor:
+        cursor.execute(_OPEN_DESKTOP_CHANNELS, [group_id, DeviceType.DESKTOP.value])
+        return [channel for (channel,) in cursor.fetchall()]
 
 
 def live_connection(*, device_id: int) -> Connection | None:

@@ -6,10 +6,12 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection as db_connection
+from django.db import models, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -23,6 +25,7 @@ from terminals.models import (
     DeviceType,
     Group,
     generate_key,
+    hash_key,
 )
 from terminals.selectors import open_desktop_channels, terminal_frame
 
@@ -110,7 +113,11 @@ def _close_live_connections(device: Device, outbox: Outbox, *, code: int) -> Non
 def staff_create_or_update(
     *, username: str, group_slugs: Iterable[str], password: str | None = None
 ) -> tuple[object, str]:
-    """Create or update a staff user, a member of exactly these stores; returns its API token."""
+    """Create or update a staff user, a member of exactly these stores; returns a new API token.
+
+    Tokens are stored as digests (terminals/tokens.py), so the one printed is always a new one:
+    it replaces the user's previous token, which stops working.
+    """
     user_model = get_user_model()
     with transaction.atomic():
         user, created = user_model.objects.get_or_create(username=username)
@@ -122,11 +129,46 @@ def staff_create_or_update(
         user.save()
         groups = [group_get_or_create(slug=slug) for slug in group_slugs]
         user.stores.set(groups)
-        token, _ = Token.objects.get_or_create(user=user)
+        Token.objects.filter(user=user).delete()
+        token = Token.objects.create(user=user)
     return user, token.key
 
 
 # --- Connections and live status -------------------------------------------------------------
+
+# The statements of every connect and disconnect, written out: building them with the ORM cost
+# several times what running them does (docs/performance.md). Plain SQL for SQLite and
+# PostgreSQL alike.
+_OPEN_CONNECTIONS_OF_DEVICE = (
+    "SELECT id, channel_name FROM terminals_connection WHERE device_id = %s AND closed_at IS NULL"
+)
+_INSERT_CONNECTION = (
+    "INSERT INTO terminals_connection (connection_id, device_id, channel_name, remote_addr,"
+    " connected_at, last_activity) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
+)
+_SET_STATUS = (
+    "UPDATE terminals_device SET status = %s, status_changed_at = %s,"
+    " current_connection_id = %s, updated_at = %s WHERE id = %s"
+)
+_CLOSE_IF_OPEN = (
+    "UPDATE terminals_connection SET closed_at = %s, close_code = %s"
+    " WHERE id = %s AND closed_at IS NULL"
+)
+
+
+def _execute(sql: str, params: list, fetch: str = "") -> Any:
+    """Run one statement; ``fetch`` "one" or "all" rows, else the number of rows changed."""
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if fetch == "one":
+            return cursor.fetchone()
+        if fetch == "all":
+            return cursor.fetchall()
+        return cursor.rowcount
+
+
+def _dt(value: dt.datetime | None) -> Any:
+    return db_connection.ops.adapt_datetimefield_value(value)
 
 
 def _set_status(device: Device, status: str, now: dt.datetime, outbox: Outbox) -> bool:
@@ -134,7 +176,17 @@ def _set_status(device: Device, status: str, now: dt.datetime, outbox: Outbox) -
     device.status = status
     if changed:
         device.status_changed_at = now
-    device.save(update_fields=["status", "status_changed_at", "current_connection", "updated_at"])
+    device.updated_at = now
+    _execute(
+        _SET_STATUS,
+        [
+            status,
+            _dt(device.status_changed_at),
+            device.current_connection_id,
+            _dt(now),
+            device.pk,
+        ],
+    )
     if changed:
         logger.info("device %s is %s", device, status)
     return changed
@@ -158,45 +210,150 @@ def publish_terminal_status(*, device: Device, outbox: Outbox) -> None:
 def connection_open(
     *, device_pk: int, channel_name: str, remote_addr: str, outbox: Outbox
 ) -> Connection:
-    """A device connected: it replaces any older live connection and is online."""
-    now = timezone.now()
+    """A device connected: it replaces any older live connection and is online.
+
+    The returned connection's ``device`` is the device as locked and updated here.
+    """
     with transaction.atomic():
-        device = Device.objects.select_for_update().get(pk=device_pk)
-        older = list(Connection.objects.filter(device=device, closed_at__isnull=True))
-        if not older and _store_is_full(device.group_id):
-            raise TooManyRequests(
-                f"The store has reached {settings.MAX_CONNECTIONS_PER_STORE} live connections"
+        device = _locked_device("d.id = %s", [device_pk])
+        if device is None:
+            raise Device.DoesNotExist(f"no device {device_pk}")
+        return _open(device, channel_name, remote_addr, outbox)
+
+
+def connection_open_by_key(
+    *, key: str, channel_name: str, remote_addr: str, outbox: Outbox
+) -> Connection | None:
+    """``connection_open`` for the active device whose API key this is; None for a wrong key.
+
+    The key lookup is the device's locking read: a connect costs one transaction.
+    """
+    if not key:
+        return None
+    with transaction.atomic():
+        device = _locked_device("d.key_hash = %s AND d.is_active = %s", [hash_key(key), True])
+        if device is None:
+            return None
+        return _open(device, channel_name, remote_addr, outbox)
+
+
+def _columns(model: type[models.Model], alias: str) -> str:
+    return ", ".join(f"{alias}.{f.column}" for f in model._meta.concrete_fields)
+
+
+# The device row locked (FOR UPDATE OF d where the database has it), with its store and the
+# number of devices in that store. A store holds at most one live connection per device, so it
+# can only be full when it has at least MAX_CONNECTIONS_PER_STORE devices: counting them is an
+# index-only count of one store, where counting live connections walks every open connection.
+_LOCKED_DEVICE = (
+    f"SELECT {_columns(Device, 'd')}, {_columns(Group, 'g')},"  # noqa: S608 (model columns)
+    " (SELECT COUNT(*) FROM terminals_device s WHERE s.group_id = d.group_id)"
+    " FROM terminals_device d INNER JOIN terminals_group g ON g.id = d.group_id WHERE "
+)
+_LOCKED_DEVICE_OF_CONNECTION = (
+    f"SELECT {_columns(Device, 'd')}, {_columns(Connection, 'c')}"  # noqa: S608 (model columns)
+    " FROM terminals_connection x INNER JOIN terminals_device d ON d.id = x.device_id"
+    " LEFT OUTER JOIN terminals_connection c ON c.id = d.current_connection_id WHERE x.id = %s"
+)
+
+
+def _lock_clause() -> str:
+    return " FOR UPDATE OF d" if db_connection.features.has_select_for_update_of else ""
+
+
+def _instances(row: tuple, *models_: type[models.Model]) -> list[models.Model | None]:
+    """Model instances from a row of their concrete columns, converted as the ORM does."""
+    out: list[models.Model | None] = []
+    start = 0
+    for model in models_:
+        fields = model._meta.concrete_fields
+        values = list(row[start : start + len(fields)])
+        start += len(fields)
+        if values[0] is None:  # the outer-joined side is missing
+            out.append(None)
+            continue
+        for n, (col, converters) in enumerate(_converters(model)):
+            for convert in converters:
+                values[n] = convert(values[n], col, db_connection)
+        out.append(model.from_db(db_connection.alias, [f.attname for f in fields], values))
+    return out
+
+
+_CONVERTERS: dict[tuple[str, type], list] = {}
+
+
+def _converters(model: type[models.Model]) -> list:
+    key = (db_connection.vendor, model)
+    if key not in _CONVERTERS:
+        cols = [f.get_col(model._meta.db_table) for f in model._meta.concrete_fields]
+        _CONVERTERS[key] = [
+            (
+                col,
+                db_connection.ops.get_db_converters(col)
+                + col.output_field.get_db_converters(db_connection),
             )
-        if older:
-            Connection.objects.filter(pk__in=[c.pk for c in older]).update(
-                closed_at=now, close_code=CLOSE_REPLACED
-            )
-            for conn in older:
-                outbox.send(
-                    conn.channel_name,
-                    {
-                        "type": "gateway.force_disconnect",
-                        "reason": "replaced by a newer connection",
-                    },
-                )
-        conn = Connection.objects.create(
-            connection_id=new_connection_id(),
-            device=device,
-            channel_name=channel_name,
-            remote_addr=remote_addr[:64],
-            connected_at=now,
-            last_activity=now,
+            for col in cols
+        ]
+    return _CONVERTERS[key]
+
+
+def _locked_device(where: str, params: list) -> Device | None:
+    row = _execute(_LOCKED_DEVICE + where + _lock_clause(), params, fetch="one")
+    if row is None:
+        return None
+    device, group = _instances(row, Device, Group)
+    device.group = group
+    device.store_devices = row[-1]
+    return device
+
+
+def _open(device: Device, channel_name: str, remote_addr: str, outbox: Outbox) -> Connection:
+    now = timezone.now()
+    older = _execute(_OPEN_CONNECTIONS_OF_DEVICE, [device.pk], fetch="all")
+    if (
+        not older
+        and device.store_devices >= settings.MAX_CONNECTIONS_PER_STORE
+        and _store_is_full(device.group_id)
+    ):
+        raise TooManyRequests(
+            f"The store has reached {settings.MAX_CONNECTIONS_PER_STORE} live connections"
         )
-        device.current_connection = conn
-        _set_status(device, DeviceStatus.ONLINE, now, outbox)
-        publish_terminal_status(device=device, outbox=outbox)
+    if older:
+        Connection.objects.filter(pk__in=[pk for pk, _ in older]).update(
+            closed_at=now, close_code=CLOSE_REPLACED
+        )
+        for _, older_channel in older:
+            outbox.send(
+                older_channel,
+                {"type": "gateway.force_disconnect", "reason": "replaced by a newer connection"},
+            )
+    conn = Connection(
+        connection_id=new_connection_id(),
+        device=device,
+        channel_name=channel_name,
+        remote_addr=remote_addr[:64],
+        connected_at=now,
+        last_activity=now,
+    )
+    stamp = _dt(now)
+    params = [conn.connection_id, device.pk, conn.channel_name, conn.remote_addr, stamp, stamp]
+    (conn.pk,) = _execute(_INSERT_CONNECTION, params, fetch="one")
+    conn._state.adding, conn._state.db = False, db_connection.alias
+    device.current_connection = conn
+    _set_status(device, DeviceStatus.ONLINE, now, outbox)
+    publish_terminal_status(device=device, outbox=outbox)
     return conn
 
 
 def _lock_device_of(connection_pk: int) -> Device | None:
-    return (
-        Device.objects.select_for_update(of=("self",)).filter(connections__pk=connection_pk).first()
-    )
+    """The device of a connection, locked, with its current connection (a status frame shows
+    it, and it is usually this one)."""
+    row = _execute(_LOCKED_DEVICE_OF_CONNECTION + _lock_clause(), [connection_pk], fetch="one")
+    if row is None:
+        return None
+    device, current = _instances(row, Device, Connection)
+    device.current_connection = current
+    return device
 
 
 def _store_is_full(group_id: int) -> bool:
@@ -211,9 +368,7 @@ def connection_close(*, connection_pk: int, code: int | None, outbox: Outbox) ->
         # The device row first, the order connection_open takes them in: the other order
         # deadlocks with a reconnect of the same device.
         device = _lock_device_of(connection_pk)
-        won = Connection.objects.filter(pk=connection_pk, closed_at__isnull=True).update(
-            closed_at=now, close_code=code
-        )
+        won = _execute(_CLOSE_IF_OPEN, [_dt(now), code, connection_pk])
         if not won:
             return  # already closed: replaced, or found stale by a sweep
         if device is None or device.current_connection_id != connection_pk:

@@ -54,7 +54,11 @@ class Server:
     def _spawn(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "posgateway.asgi:application"],
+            [
+                *(DAPHNE, "--websocket_connect_timeout", "30"),
+                *("-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog=1024"),
+                "posgateway.asgi:application",
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,
