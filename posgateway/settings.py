@@ -149,7 +149,8 @@ if REDIS_URL:
 
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis, with its blocking pop safe against a cancelled receiver.
+            "BACKEND": "posgateway.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
@@ -178,7 +179,8 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # Channels' own, with its expiry sweep once a second instead of on every message.
+            "BACKEND": "posgateway.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": env_int("CHANNEL_CAPACITY", 10000), "expiry": 60},
         }
     }

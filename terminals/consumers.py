@@ -50,7 +50,7 @@ from terminals.services import (
     CLOSE_TOO_MANY,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNAVAILABLE,
-    connection_touch,
+    connections_touch,
 )
 
 logger = logging.getLogger("terminals.consumers")
@@ -61,10 +61,6 @@ ACTIONS = build_actions()
 # anything another process needs is in the database or goes through the channel layer.
 LIVE: weakref.WeakSet[GatewayConsumer] = weakref.WeakSet()
 HANDSHAKES = AddressLimiter()
-
-
-class ConnectionClosedByGateway(Exception):
-    """The gateway had already closed this connection; the frame is not processed."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -149,7 +145,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.frames = TokenBucket(settings.WS_FRAMES_PER_S, settings.WS_FRAMES_BURST)
         self.last_seen = time.monotonic()
-        self.activity_written = self.last_seen
+        self.activity_pending = False
         self.unasked_pong_sent = False
         outbox = Outbox()
         try:
@@ -228,10 +224,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 raise BadRequest(f"Unknown action: {action[:64]}")
             if self.ctx.device_type not in spec.device_types:
                 raise Forbidden(spec.forbidden_message)
-            try:
-                await self.note_activity()
-            except ConnectionClosedByGateway:
-                return
+            # lastActivity is written by the sweeper, for all active sockets at once.
+            self.activity_pending = True
             outbox = Outbox()
             if spec.uses_database:
                 reply = await database_sync_to_async(spec.handler)(self.ctx, frame, outbox)
@@ -270,33 +264,6 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if "\\u" in text and (where := unstorable_text(data)) is not None:
             raise BadRequest(f"{where} {UNSTORABLE_TEXT}")
         return data
-
-    async def note_activity(self) -> None:
-        """Write lastActivity (debounced); a connection the gateway closed meanwhile ends here.
-
-        That happens when a sweep found the socket silent or its process presumed dead while
-        the close message was lost: the client is told and reconnects, which puts its device's
-        status right again.
-        """
-        now = time.monotonic()
-        if now - self.activity_written < activity_write_interval():
-            return
-        self.activity_written = now
-        try:
-            alive = await database_sync_to_async(connection_touch)(
-                connection_pk=self.ctx.connection_pk, at=timezone.now()
-            )
-        except Exception as exc:
-            if not is_database_outage(exc):
-                raise
-            # Only lastActivity is lost (it is written again soon): the frame is still handled,
-            # so a ping is answered while the database is down or locked.
-            DATABASE.failed(exc, "recording activity")
-            return
-        if not alive:
-            await self.send_frame(NotFound(CONNECTION_NOT_FOUND).to_frame())
-            await self.close(code=CLOSE_STALE)
-            raise ConnectionClosedByGateway
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
@@ -383,8 +350,56 @@ def _transaction_id(frame: dict[str, Any] | None) -> str | None:
     return None
 
 
+_activity_written_at = float("-inf")
+
+
+async def write_local_activity() -> None:
+    """lastActivity of every socket of this process that sent frames since the last write, in
+    one thread hop and a statement per 500, at most every activity_write_interval().
+
+    A connection the gateway meanwhile counts as closed (a sweep found it silent or its process
+    presumed dead, and the close message was lost) ends here: the client is told
+    ``Connection not found`` and reconnects, which puts its device's status right again.
+    """
+    global _activity_written_at
+    now = time.monotonic()
+    if now - _activity_written_at < activity_write_interval():
+        return
+    _activity_written_at = now
+    active = [c for c in list(LIVE) if c.activity_pending and c.ctx is not None]
+    if not active:
+        return
+    for consumer in active:
+        consumer.activity_pending = False
+    try:
+        gone = await database_sync_to_async(connections_touch)(
+            connection_pks=[c.ctx.connection_pk for c in active], at=timezone.now()
+        )
+    except Exception as exc:
+        if not is_database_outage(exc):
+            raise
+        # Only lastActivity is late (it is written again next time); frames are still handled.
+        DATABASE.failed(exc, "recording activity")
+        for consumer in active:
+            consumer.activity_pending = True
+        return
+    for consumer in active:
+        if consumer.ctx.connection_pk in gone:
+            LIVE.discard(consumer)
+            try:
+                await consumer.send_frame(NotFound(CONNECTION_NOT_FOUND).to_frame())
+                await consumer.close(code=CLOSE_STALE)
+            except Exception as exc:
+                _log_failure(exc, "closing a connection the gateway had closed failed")
+
+
 async def sweep_local_connections() -> None:
-    """Heartbeat rules for this process's sockets: unasked pong when quiet, close when stale."""
+    """Heartbeat rules for this process's sockets: unasked pong when quiet, close when stale;
+    then their lastActivity, written in bulk."""
+    try:
+        await write_local_activity()
+    except Exception as exc:
+        _log_failure(exc, "writing lastActivity failed")
     HANDSHAKES.prune()
     now = time.monotonic()
     interval = settings.HEARTBEAT_INTERVAL_S

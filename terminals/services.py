@@ -385,6 +385,24 @@ def connection_touch(*, connection_pk: int, at: dt.datetime) -> bool:
     )
 
 
+def connections_touch(*, connection_pks: list[int], at: dt.datetime) -> set[int]:
+    """Record activity of many connections at once; return those the gateway counts as closed
+    (or that no longer exist): their sockets must go."""
+    gone: set[int] = set()
+    for start in range(0, len(connection_pks), 500):
+        chunk = connection_pks[start : start + 500]
+        with transaction.atomic():
+            open_pks = set(
+                Connection.objects.filter(pk__in=chunk, closed_at__isnull=True).values_list(
+                    "pk", flat=True
+                )
+            )
+            if open_pks:
+                Connection.objects.filter(pk__in=open_pks).update(last_activity=at)
+        gone.update(pk for pk in chunk if pk not in open_pks)
+    return gone
+
+
 def orphan_threshold_s() -> float:
     """Silence after which an open connection is presumed dead with its process.
 

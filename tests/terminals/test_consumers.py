@@ -14,7 +14,7 @@ from django.utils import timezone
 from payments.models import DesktopMessage, Transaction, TransactionEvent
 from posgateway.realtime import Outbox
 from terminals import services
-from terminals.consumers import GatewayConsumer
+from terminals.consumers import GatewayConsumer, write_local_activity
 from terminals.models import Connection, Device, DeviceType
 from tests.factories import make_device, make_group
 
@@ -726,22 +726,23 @@ async def test_desktop_connecting_is_not_pushed_as_a_terminal_status(ws_clients,
     assert await desktop.receive_nothing(timeout=0.3)
 
 
-async def test_a_frame_on_a_connection_the_gateway_already_closed_is_connection_not_found(
+async def test_an_active_socket_the_gateway_already_closed_is_told_connection_not_found(
     ws_clients, store, monkeypatch
 ):
     # A sweep closed this connection in the database (its close message to the socket was
-    # lost): the next frame is refused and the socket closed, so the client reconnects.
-    # Activity is written on every frame (short heartbeat timers would do that too, but would
-    # also let the heartbeat sweep answer first on a slow machine).
+    # lost). The next bulk write of lastActivity finds it: the socket is told and closed, so
+    # the client reconnects.
     monkeypatch.setattr("terminals.consumers.activity_write_interval", lambda: 0.0)
     terminal, hello = await connect(ws_clients, store.terminal_key)
     await db(Connection.objects.filter(connection_id=hello["connectionId"]).update)(
         closed_at=timezone.now(), close_code=4408
     )
-
     reply = await request(terminal, {"action": "ping"})
+    assert reply["action"] == "pong"
 
-    assert_error(reply, "Not Found", "Connection not found")
+    await write_local_activity()
+
+    assert_error(await terminal.receive_json_from(timeout=5), "Not Found", "Connection not found")
     assert await receive_close_code(terminal) == 4408
     again, _ = await connect(ws_clients, store.terminal_key)
     await assert_still_open(again)
@@ -813,3 +814,28 @@ async def test_escaped_surrogate_pairs_and_other_escapes_are_accepted(ws_clients
     reply = await request_text(desktop, '{"action":"ping","note":"\\ud83d\\ude00 \\u00e9 \\u0001"}')
 
     assert reply["action"] == "pong"
+
+
+async def test_activity_of_every_active_socket_is_written_in_one_sweep(
+    ws_clients, store, monkeypatch
+):
+    monkeypatch.setattr("terminals.consumers.activity_write_interval", lambda: 0.0)
+    terminal, t_hello = await connect(ws_clients, store.terminal_key)
+    desktop, d_hello = await connect(ws_clients, store.desktop_key)
+    await write_local_activity()  # what connecting marked
+    before = {
+        c.connection_id: c.last_activity
+        for c in await db(list)(Connection.objects.filter(closed_at__isnull=True))
+    }
+    assert (await request(terminal, {"action": "ping"}))["action"] == "pong"
+    assert (await request(desktop, {"action": "ping"}))["action"] == "pong"
+
+    await write_local_activity()
+
+    after = {
+        c.connection_id: c.last_activity
+        for c in await db(list)(Connection.objects.filter(closed_at__isnull=True))
+    }
+    assert after[t_hello["connectionId"]] > before[t_hello["connectionId"]]
+    assert after[d_hello["connectionId"]] > before[d_hello["connectionId"]]
+    await assert_still_open(terminal)
