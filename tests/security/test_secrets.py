@@ -201,8 +201,11 @@ async def test_keys_and_tokens_never_reach_the_server_log_or_its_database(
     made = await asyncio.to_thread(deployment.manage, "create_staff", "acct", "--group", slug)
     token = made.stdout.split()[-1]
     assert token not in made.stderr
-    wrong_key = "W" + desktop[1:]  # a near miss: a typo of a real key must not be logged either
-    wrong_token = "W" + token[1:]
+    # A near miss: a typo of a real key must not be logged either. The first character is changed
+    # to one it is not (a key that already begins with "W" would otherwise stay the real key).
+    wrong_key = ("W" if desktop[0] != "W" else "X") + desktop[1:]
+    wrong_token = ("W" if token[0] != "W" else "X") + token[1:]
+    assert wrong_key != desktop and wrong_token != token
 
     # Devices connect with the header and with ?key=; a wrong key both ways.
     by_header = await gw.connect(terminals[0])

@@ -7,6 +7,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 
 from posgateway.asgi import application
+from posgateway.layers import RedisChannelLayer
 
 
 def _close_thread_connections() -> None:
@@ -26,12 +27,17 @@ async def close_worker_db_connections():
 
 
 @pytest.fixture
-async def fresh_channel_layer():
+async def fresh_channel_layer(monkeypatch):
     """A new channel layer per test: each test runs on its own event loop.
 
     channels-redis binds its receive lock and connection pools to the loop that first used
     them; a layer shared across tests fails with "bound to a different event loop".
+
+    A closed socket's blocking pop (BZPOPMIN) runs to its end (posgateway.layers), up to
+    channels-redis's ``brpop_timeout`` of 5 s, and closing the pools waits for it: a short
+    timeout here keeps each test's teardown under a second instead of five.
     """
+    monkeypatch.setattr(RedisChannelLayer, "brpop_timeout", 0.2)
     channel_layers.backends.clear()
     yield
     for layer in list(channel_layers.backends.values()):
