@@ -98,3 +98,10 @@ def test_a_failure_is_not_kept_on_the_session(client, pos) -> None:
     busy = post(client, "/terminal-api/sync", json.dumps(begin_doc("other")).encode(), pos.key)
     assert result_of(busy.json())["ErrorCondition"] == "Busy"
     assert result_of(TerminalSession.objects.get().last_response) == {"Result": "Success"}
+
+
+@pytest.mark.parametrize("path", ["/terminal-api/sync/", "/terminal-api/async/"])
+def test_a_trailing_slash_reaches_the_same_endpoint(client, pos, path: str) -> None:
+    response = post(client, path, json.dumps(begin_doc()).encode(), pos.key)
+    assert response.status_code == 200
+    assert TerminalSession.objects.get().state == SessionState.ACTIVE
