@@ -115,6 +115,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     # Highest seq re-sent on connect: a result committed while the connection opened is both
     # in that backlog and pushed live; the live copy is then dropped here.
     resent_seq = 0
+    # The code the gateway closed this socket with (a revoked key): it, not the client's echo
+    # of it, decides the device's status.
+    gateway_close_code: int | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its ``aclose_old_connections`` before every message.
@@ -195,7 +198,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         outbox = Outbox()
         try:
             await database_sync_to_async(gateway.device_disconnected)(
-                ctx=self.ctx, code=code, outbox=outbox
+                ctx=self.ctx, code=self.gateway_close_code or code, outbox=outbox
             )
             await outbox.flush()
         except Exception as exc:
@@ -283,7 +286,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def gateway_close(self, event: dict[str, Any]) -> None:
         LIVE.discard(self)
-        await self.close(code=event.get("code", 1000))
+        self.gateway_close_code = event.get("code", 1000)
+        await self.close(code=self.gateway_close_code)
 
     async def gateway_catch_up(self, event: dict[str, Any]) -> None:
         """The channel layer is back: send what a reconnect would have (pushes were lost)."""

@@ -362,7 +362,8 @@ def _store_is_full(group_id: int) -> bool:
 
 
 def connection_close(*, connection_pk: int, code: int | None, outbox: Outbox) -> None:
-    """A socket closed: offline at once on a normal close, else reconnecting for the grace."""
+    """A socket closed: offline at once on a normal close or a revoked key, else reconnecting
+    for the grace period."""
     now = timezone.now()
     with transaction.atomic():
         # The device row first, the order connection_open takes them in: the other order
@@ -373,7 +374,9 @@ def connection_close(*, connection_pk: int, code: int | None, outbox: Outbox) ->
             return  # already closed: replaced, or found stale by a sweep
         if device is None or device.current_connection_id != connection_pk:
             return  # replaced by a newer connection, which now governs the status
-        status = DeviceStatus.OFFLINE if code in NORMAL_CLOSE_CODES else DeviceStatus.RECONNECTING
+        # A revoked key (rotated or deactivated) will not come back by itself: offline too.
+        gone = code in NORMAL_CLOSE_CODES or code == CLOSE_KEY_REVOKED or not device.is_active
+        status = DeviceStatus.OFFLINE if gone else DeviceStatus.RECONNECTING
         if _set_status(device, status, now, outbox):
             publish_terminal_status(device=device, outbox=outbox)
 

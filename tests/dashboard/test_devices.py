@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from terminals.models import Device, DeviceType, hash_key
+from terminals.models import Device, DeviceStatus, DeviceType, hash_key
 from terminals.selectors import device_for_key
 from tests.dashboard.conftest import logged_in
 
@@ -169,6 +169,12 @@ async def test_rotating_or_deactivating_closes_the_devices_live_connection(
     )
     assert response.status_code in (200, 302)
     assert await _closed_with(socket) == 4403
+    # The client answers the close (any code): the device shows offline, not reconnecting,
+    # since a revoked key does not come back by itself.
+    await socket.send_input({"type": "websocket.disconnect", "code": 1006})
+    await socket.wait(timeout=5)
+    terminal = await Device.objects.aget(pk=store_a.terminal.pk)
+    assert terminal.status == DeviceStatus.OFFLINE
     # And the old key cannot come back.
     again = ws_clients("/ws/", [(b"authorization", f"Bearer {store_a.terminal_key}".encode())])
     await again.connect(timeout=5)
