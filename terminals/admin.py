@@ -67,7 +67,7 @@ class DeviceAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
-    actions = ["rotate_key", "deactivate"]
+    actions = ["rotate_key", "deactivate", "reactivate"]
 
     def get_readonly_fields(self, request, obj=None):
         # Moving a device to another store, or switching it off here, would skip the services
@@ -114,6 +114,15 @@ class DeviceAdmin(admin.ModelAdmin):
         add_never_cache_headers(response)
         return response
 
+    def delete_model(self, request, obj):
+        outbox = Outbox()
+        services.device_delete(device=obj, outbox=outbox)
+        _flush_after_commit(outbox)  # closes its live connections
+
+    def delete_queryset(self, request, queryset):
+        for device in queryset:
+            self.delete_model(request, device)
+
     @admin.action(description="Rotate the API key (closes live connections)")
     def rotate_key(self, request, queryset):
         shown = []
@@ -141,6 +150,16 @@ class DeviceAdmin(admin.ModelAdmin):
             request,
             f"{done} device{'s' if done != 1 else ''} deactivated; live connections closed.",
         )
+
+    @admin.action(description="Reactivate (the unchanged key works again)")
+    def reactivate(self, request, queryset):
+        done = 0
+        for device in queryset.filter(is_active=False):
+            outbox = Outbox()
+            services.device_reactivate(device=device, outbox=outbox)
+            _flush_after_commit(outbox)
+            done += 1
+        messages.success(request, f"{done} device{'s' if done != 1 else ''} reactivated.")
 
 
 @admin.register(Connection)

@@ -105,6 +105,30 @@ def device_deactivate(*, device: Device, outbox: Outbox) -> None:
     logger.info("device deactivated %s", device)
 
 
+def device_reactivate(*, device: Device, outbox: Outbox) -> None:
+    """Let a deactivated device connect again with its unchanged key."""
+    with transaction.atomic():
+        device.is_active = True
+        device.save(update_fields=["is_active", "updated_at"])
+        dashboard.device_changed(outbox, device)
+    logger.info("device reactivated %s", device)
+
+
+def device_delete(*, device: Device, outbox: Outbox) -> None:
+    """Remove a device registered by mistake; its live sockets are closed as on deactivation.
+
+    A device with history (payments, sessions, requests) is protected by the database and
+    raises ProtectedError: deactivate it instead.
+    """
+    with transaction.atomic():
+        _close_live_connections(device, outbox, code=CLOSE_KEY_REVOKED)
+        described = str(device)
+        device.delete()
+        device.is_active = False  # what the dashboards hear: the device is gone
+        dashboard.device_changed(outbox, device)
+    logger.info("device deleted %s", described)
+
+
 def _close_live_connections(device: Device, outbox: Outbox, *, code: int) -> None:
     for conn in Connection.objects.filter(device=device, closed_at__isnull=True):
         outbox.send(conn.channel_name, {"type": "gateway.close", "code": code})

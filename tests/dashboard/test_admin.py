@@ -198,3 +198,49 @@ async def test_rotating_or_deactivating_in_the_admin_stops_the_old_key_and_its_s
         assert not KEY_RE.search(response.content.decode())
         event = await next_of_type(watching, "device", deviceId="TERM-1", active=False)
         assert event["type"] == "device"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["page", "action"])
+async def test_deleting_a_device_in_the_admin_closes_its_socket(ws_clients, root, store_a, how):
+    socket = await device(ws_clients, store_a.terminal_key)
+    client = await sync_to_async(logged_in)(root)
+    pk = store_a.terminal.pk
+    if how == "page":
+        url, data = f"/admin/terminals/device/{pk}/delete/", {"post": "yes"}
+    else:
+        url = "/admin/terminals/device/"
+        data = {"action": "delete_selected", "_selected_action": [pk], "post": "yes"}
+    response, _ = await sync_to_async(_post)(client, url, data)
+    assert response.status_code == 302
+    assert await _closed_with(socket) == 4403
+    assert not await Device.objects.filter(pk=pk).aexists()
+    await _refused(ws_clients, store_a.terminal_key)
+
+
+@pytest.mark.django_db
+def test_a_device_with_payments_cannot_be_deleted_in_the_admin(root, store_a):
+    """Its payments are the store's books: the admin says so and deletes nothing."""
+    make_payment(store_a, "KEEP-1")
+    client = logged_in(root)
+    pk = store_a.terminal.pk
+    response = client.post(f"/admin/terminals/device/{pk}/delete/", {"post": "yes"})
+    assert "<title>Cannot delete device" in response.content.decode()
+    assert Device.objects.filter(pk=pk).exists()
+    assert Transaction.objects.filter(transaction_id="KEEP-1").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_deactivated_device_reactivated_in_the_admin_connects_with_its_key(
+    ws_clients, root, store_a
+):
+    client = await sync_to_async(logged_in)(root)
+    pk = store_a.terminal.pk
+    for action in ("deactivate", "reactivate"):
+        data = {"action": action, "_selected_action": [pk], "index": 0}
+        response, _ = await sync_to_async(_post)(client, "/admin/terminals/device/", data)
+        assert response.status_code == 302
+        if action == "deactivate":
+            await _refused(ws_clients, store_a.terminal_key)
+    assert (await Device.objects.aget(pk=pk)).is_active
+    assert await device(ws_clients, store_a.terminal_key)
