@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
@@ -66,41 +67,44 @@ class Server:
         )
 
     def start(self, timeout: float = 30) -> Server:
+        """Start and wait until ``/healthz`` answers 200."""
+
+        def healthy(remaining: float) -> bool:
+            # A process's first request imports the URLconf and every view: on a loaded machine
+            # that takes seconds, and a client that gives up early would only ask again.
+            wait = max(1.0, min(15.0, remaining))
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=wait) as resp:
+                return resp.status == 200
+
+        return self._start_until(healthy, "become healthy", timeout)
+
+    def start_listening(self, timeout: float = 30) -> Server:
+        """Start and wait only until the port accepts connections: no request reaches the
+        application (for tests of what a process does before anyone talks to it)."""
+
+        def listening(remaining: float) -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), 1):
+                return True
+
+        return self._start_until(listening, "listen", timeout)
+
+    def _start_until(self, ready: Callable[[float], bool], what: str, timeout: float) -> Server:
+        """Spawn daphne and poll ``ready`` (given the seconds left; OSError = not yet)."""
         self._spawn()
         deadline = time.monotonic() + timeout
         last_error: object = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daphne exited at start:\n{self.log()}")
-            # A process's first request imports the URLconf and every view: on a loaded machine
-            # that takes seconds, and a client that gives up early would only ask again.
-            wait = max(1.0, min(15.0, deadline - time.monotonic()))
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=wait) as resp:
-                    if resp.status == 200:
-                        return self
+                if ready(deadline - time.monotonic()):
+                    return self
             except OSError as exc:
                 last_error = exc
-                time.sleep(0.1)
-        raise RuntimeError(
-            f"daphne did not become healthy in {timeout} s (last: {last_error!r}):\n{self.log()}"
-        )
-
-    def start_listening(self, timeout: float = 30) -> Server:
-        """Start and wait only until the port accepts connections: no request reaches the
-        application (for tests of what a process does before anyone talks to it)."""
-        self._spawn()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited at start:\n{self.log()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 1),
-            ):
-                return self
             time.sleep(0.1)
-        raise RuntimeError(f"daphne did not listen in {timeout} s:\n{self.log()}")
+        raise RuntimeError(
+            f"daphne did not {what} in {timeout} s (last: {last_error!r}):\n{self.log()}"
+        )
 
     def healthz(self) -> tuple[int, dict]:
         try:
