@@ -205,7 +205,8 @@ async def test_keys_and_tokens_never_reach_the_server_log_or_its_database(
     # to one it is not (a key that already begins with "W" would otherwise stay the real key).
     wrong_key = ("W" if desktop[0] != "W" else "X") + desktop[1:]
     wrong_token = ("W" if token[0] != "W" else "X") + token[1:]
-    assert wrong_key != desktop and wrong_token != token
+    assert wrong_key != desktop
+    assert wrong_token != token
 
     # Devices connect with the header and with ?key=; a wrong key both ways.
     by_header = await gw.connect(terminals[0])
