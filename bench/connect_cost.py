@@ -15,42 +15,11 @@ size) hold open connections. Channel-layer messages are counted from the Outbox,
 from __future__ import annotations
 
 import argparse
-import atexit
-import os
-import shutil
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
-PG_NAME = f"posgw_connect_{os.getpid()}"
-if "--postgres" in sys.argv:
-    import psycopg
+from _django import setup_django
 
-    with psycopg.connect(PG_SERVER, autocommit=True) as _conn:
-        _conn.execute(f'CREATE DATABASE "{PG_NAME}"')
-    os.environ["DATABASE_URL"] = PG_SERVER.rsplit("/", 1)[0] + f"/{PG_NAME}"
-
-    @atexit.register
-    def _drop() -> None:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{PG_NAME}" WITH (FORCE)')
-else:
-    _tmp = tempfile.mkdtemp(prefix="posgw-connect-")
-    os.environ["DATABASE_URL"] = f"sqlite:///{_tmp}/connect.sqlite3"
-    atexit.register(shutil.rmtree, _tmp, True)
-os.environ.pop("REDIS_URL", None)
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "posgateway.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-
-import django  # noqa: E402
-
-django.setup()
+setup_django("connect")  # a throwaway database, removed at exit (bench/_django.py)
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402

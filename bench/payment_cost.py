@@ -16,45 +16,14 @@ the consumer's debounced ``lastActivity`` write. Each is one worker-thread hop i
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import cProfile
-import os
 import pstats
-import shutil
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
-PG_NAME = f"posgw_cost_{os.getpid()}"
-if "--postgres" in sys.argv:
-    import psycopg
+from _django import setup_django
 
-    with psycopg.connect(PG_SERVER, autocommit=True) as _conn:
-        _conn.execute(f'CREATE DATABASE "{PG_NAME}"')
-    os.environ["DATABASE_URL"] = PG_SERVER.rsplit("/", 1)[0] + f"/{PG_NAME}"
-
-    @atexit.register
-    def _drop() -> None:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{PG_NAME}" WITH (FORCE)')
-else:
-    _tmp = tempfile.mkdtemp(prefix="posgw-cost-")
-    os.environ["DATABASE_URL"] = f"sqlite:///{_tmp}/cost.sqlite3"
-    atexit.register(shutil.rmtree, _tmp, True)
-os.environ.pop("REDIS_URL", None)
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "posgateway.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-
-import django  # noqa: E402
-
-django.setup()
+setup_django("cost")  # a throwaway database, removed at exit (bench/_django.py)
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402

@@ -1,9 +1,27 @@
-"""Test data, made through the same services production uses."""
+"""Test data, made through the same services production uses, and the helpers that call them.
+
+Plain functions and classes, no fixtures: the conftests and test modules wrap them in fixtures.
+Payments in specific states and at specific times are the exception: ``make_payment`` writes
+them with the ORM, as the services would have left them.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+
+from payments.models import Transaction, TransactionStatus
+from posgateway.realtime import Outbox
 from terminals import services
-from terminals.models import Device, DeviceType, Group
+from terminals.models import Connection, Device, DeviceType, Group
+
+STAFF_PASSWORD = "correct horse battery"
+
+_serial = itertools.count(1)
 
 
 def make_group(slug: str = "store-a") -> Group:
@@ -20,4 +38,128 @@ def make_device(
         group = make_group(group)
     return services.device_create(
         group=group, device_type=device_type, device_id=device_id, label=label
+    )
+
+
+class Store:
+    """A store with one desktop (deviceId POS-1) and one terminal (TERM-1), and their keys."""
+
+    terminal_label = ""
+
+    def __init__(self, slug: str, timezone: str = "UTC") -> None:
+        self.group: Group = make_group(slug)
+        if timezone != "UTC":
+            self.group.timezone = timezone
+            self.group.save(update_fields=["timezone"])
+        self.desktop, self.desktop_key = make_device(self.group, DeviceType.DESKTOP, "POS-1")
+        self.terminal, self.terminal_key = make_device(
+            self.group, DeviceType.TERMINAL, "TERM-1", label=self.terminal_label
+        )
+
+    @property
+    def slug(self) -> str:
+        return self.group.slug
+
+
+def make_staff(username: str, *slugs: str):
+    """A staff user of the stores ``slugs`` (password STAFF_PASSWORD), its API token in
+    ``api_token``."""
+    user, token = services.staff_create_or_update(
+        username=username, group_slugs=slugs, password=STAFF_PASSWORD
+    )
+    user.api_token = token
+    return user
+
+
+def make_superuser():
+    return get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-123")
+
+
+def make_payment(
+    store: Store,
+    transaction_id: str | None = None,
+    *,
+    amount: str = "10.00",
+    currency: str = "EUR",
+    status: str = TransactionStatus.SUCCESS,
+    created_at: dt.datetime | None = None,
+    completed_at: dt.datetime | None = None,
+    completed: bool = True,
+    late: bool = False,
+    terminal: Device | None = None,
+    desktop: Device | None = None,
+    metadata: dict[str, Any] | None = None,
+    customer_info: dict[str, Any] | None = None,
+    error_message: str = "",
+    authorization_code: str = "",
+) -> Transaction:
+    """A payment as the services would have left it, written directly (any state, any time).
+
+    A payment in a final state is completed 5 s after it was created, unless ``completed_at``
+    says when; ``completed=False`` leaves it without a completion time unless one is given.
+    """
+    terminal = terminal or store.terminal
+    txn = Transaction.objects.create(
+        group=store.group,
+        transaction_id=transaction_id or f"TXN-{next(_serial)}",
+        amount=Decimal(amount),
+        currency=currency,
+        payment_method="CARD",
+        metadata=metadata or {},
+        customer_info=customer_info or {},
+        status=status,
+        late=late,
+        error_message=error_message,
+        authorization_code=authorization_code,
+        desktop=desktop or store.desktop,
+        terminal=terminal,
+        terminal_ref=terminal.device_id or "",
+    )
+    created_at = created_at or txn.created_at
+    final = status not in (TransactionStatus.PENDING, TransactionStatus.IN_PROGRESS)
+    if completed and final and completed_at is None:
+        completed_at = created_at + dt.timedelta(seconds=5)
+    # auto_now_add would overwrite a created_at given to create().
+    Transaction.objects.filter(pk=txn.pk).update(created_at=created_at, completed_at=completed_at)
+    txn.refresh_from_db()
+    return txn
+
+
+class Runner:
+    """Calls a service with a fresh Outbox, running its after-commit hooks as a commit would.
+
+    Records what was sent: ``raw`` the last call's channel-layer messages, ``groups`` the
+    messages for channel-layer groups (the dashboards) of every call so far.
+    """
+
+    def __init__(self, capture) -> None:
+        self.capture = capture
+        self.raw: list[tuple[str, dict[str, Any], Any]] = []
+        self.groups: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, service, /, **kwargs: Any) -> Any:
+        outbox = Outbox()
+        try:
+            with self.capture(execute=True):
+                return service(outbox=outbox, **kwargs)
+        finally:
+            self.raw = list(outbox.messages)
+            self.groups += outbox.group_messages
+
+    @property
+    def sent(self) -> list[tuple[str, dict[str, Any]]]:
+        """(channel, frame) for frames; (channel, message) for other channel-layer messages."""
+        return [
+            (channel, message["frame"] if message["type"] == "gateway.frame" else message)
+            for channel, message, _ in self.raw
+        ]
+
+    def frames_to(self, channel: str) -> list[dict[str, Any]]:
+        return [frame for ch, frame in self.sent if ch == channel]
+
+
+def open_connection(run: Runner, device: Device, channel_name: str) -> Connection:
+    """The device connects on ``channel_name``, through the service its consumer calls."""
+    return run(
+        services.connection_open, device_pk=device.pk, channel_name=channel_name, remote_addr=""
     )

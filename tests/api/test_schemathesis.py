@@ -29,6 +29,7 @@ from schemathesis.specs.openapi.checks import (
 
 from payments.models import TransactionStatus
 from tests.api.conftest import make_payment
+from tests.api.test_schema import ENDPOINTS
 from tests.api.test_sessions_api import make_request, make_session
 from tests.api.test_transactions import pay_through_services
 
@@ -78,23 +79,7 @@ def auth_header(staff_a) -> dict[str, str]:
 
 # Every operation the schema has (test_schema checks this is all of them). The pytest plugin's
 # own parametrisation is not used: its lazy-fixture mode does not run on pytest 9.2.
-OPERATIONS = [
-    "/api/groups/",
-    "/api/groups/{slug}/",
-    "/api/terminals/",
-    "/api/terminals/{id}/",
-    "/api/devices/",
-    "/api/devices/{id}/",
-    "/api/transactions/",
-    "/api/transactions/{transaction_id}/",
-    "/api/transactions/export/",
-    "/api/reports/daily/",
-    "/api/reports/daily/export/",
-    "/api/sessions/",
-    "/api/sessions/{id}/",
-    "/api/terminal-requests/",
-    "/api/terminal-requests/{id}/",
-]
+OPERATIONS = ENDPOINTS
 
 
 # Requests sent per (operation, generation mode) in this run; the last test reports the sum.

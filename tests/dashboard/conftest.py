@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import itertools
-from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
-from payments.models import Transaction, TransactionStatus
-from terminals import services
-from terminals.models import Device, DeviceType, Group
-from tests.factories import make_device, make_group
+from payments.models import Transaction
+from terminals.models import Device
+from tests import factories
+from tests.factories import STAFF_PASSWORD, Runner, make_staff, make_superuser, open_connection
 
-_serial = itertools.count(1)
-PASSWORD = "correct horse battery"
+# The names the tests import from here.
+PASSWORD = STAFF_PASSWORD
+staff = make_staff
 
 
 @pytest.fixture(autouse=True)
@@ -25,62 +22,16 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-class Store:
-    """A store with one desktop (POS-1) and one terminal (TERM-1)."""
+class Store(factories.Store):
+    """A store with one desktop (POS-1) and one terminal (TERM-1), labelled Counter 1."""
 
-    def __init__(self, slug: str, timezone: str = "UTC") -> None:
-        self.group: Group = make_group(slug)
-        if timezone != "UTC":
-            self.group.timezone = timezone
-            self.group.save(update_fields=["timezone"])
-        self.desktop, self.desktop_key = make_device(self.group, DeviceType.DESKTOP, "POS-1")
-        self.terminal, self.terminal_key = make_device(
-            self.group, DeviceType.TERMINAL, "TERM-1", label="Counter 1"
-        )
-
-    @property
-    def slug(self) -> str:
-        return self.group.slug
+    terminal_label = "Counter 1"
 
 
-def make_payment(
-    store: Store,
-    transaction_id: str | None = None,
-    *,
-    amount: str = "10.00",
-    currency: str = "EUR",
-    status: str = TransactionStatus.SUCCESS,
-    created_at: dt.datetime | None = None,
-    terminal: Device | None = None,
-    metadata: dict[str, Any] | None = None,
-    late: bool = False,
-) -> Transaction:
-    """A payment as the services would have left it, written directly (any state, any time)."""
-    terminal = terminal or store.terminal
-    txn = Transaction.objects.create(
-        group=store.group,
-        transaction_id=transaction_id or f"TXN-{next(_serial)}",
-        amount=Decimal(amount),
-        currency=currency,
-        payment_method="CARD",
-        metadata=metadata or {},
-        status=status,
-        late=late,
-        desktop=store.desktop,
-        terminal=terminal,
-        terminal_ref=terminal.device_id or "",
-    )
-    if created_at is not None:
-        Transaction.objects.filter(pk=txn.pk).update(created_at=created_at)
-        txn.refresh_from_db()
-    return txn
-
-
-def staff(username: str, *slugs: str):
-    user, _ = services.staff_create_or_update(
-        username=username, group_slugs=slugs, password=PASSWORD
-    )
-    return user
+def make_payment(store: Store, transaction_id: str | None = None, **fields: Any) -> Transaction:
+    """factories.make_payment, but with no completion time unless one is given (the dashboard's
+    tests were written with none)."""
+    return factories.make_payment(store, transaction_id, completed=False, **fields)
 
 
 def logged_in(user) -> Client:
@@ -111,7 +62,7 @@ def bob(store_b):
 
 @pytest.fixture
 def root(db):
-    return get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-123")
+    return make_superuser()
 
 
 @pytest.fixture
@@ -124,22 +75,9 @@ def client_b(bob) -> Client:
     return logged_in(bob)
 
 
-class Services:
-    """Calls real services with an Outbox, running their after-commit hooks as a commit would."""
-
-    def __init__(self, capture) -> None:
-        self.capture = capture
-        self.groups: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, service, /, **kwargs: Any) -> Any:
-        from posgateway.realtime import Outbox
-
-        outbox = Outbox()
-        try:
-            with self.capture(execute=True):
-                return service(outbox=outbox, **kwargs)
-        finally:
-            self.groups += outbox.group_messages
+class Services(Runner):
+    """Calls real services with an Outbox, running their after-commit hooks as a commit would;
+    ``groups`` holds the dashboard messages of every call."""
 
     def events(self, group_id: int | None = None) -> list[dict[str, Any]]:
         """The dashboard events queued so far (for one store's group, or all)."""
@@ -152,9 +90,7 @@ class Services:
         ]
 
     def connect(self, device: Device, channel: str):
-        return self(
-            services.connection_open, device_pk=device.pk, channel_name=channel, remote_addr=""
-        )
+        return open_connection(self, device, channel)
 
     def paid(self, store: Store, tid: str, status: str = "SUCCESS", *, ack: bool = True):
         """A payment through the real services: started, answered, and acknowledged."""

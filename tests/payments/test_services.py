@@ -28,10 +28,9 @@ from posgateway.protocol import (
     Conflict,
     NotFound,
 )
-from posgateway.realtime import Outbox
 from terminals import services as terminals
 from terminals.models import Device, DeviceType
-from tests.factories import make_device, make_group
+from tests.factories import Runner, Store, make_device, make_group, open_connection
 
 pytestmark = pytest.mark.django_db
 
@@ -39,57 +38,21 @@ DESK = "test!desk"
 TERM = "test!term"
 
 
-class Runner:
-    """Calls a service with a fresh Outbox and records what it sent once its commit ran."""
-
-    def __init__(self, capture) -> None:
-        self.capture = capture
-        self.raw: list[tuple[str, dict[str, Any], Any]] = []
-
-    def __call__(self, service, /, **kwargs: Any) -> Any:
-        outbox = Outbox()
-        try:
-            with self.capture(execute=True):
-                return service(outbox=outbox, **kwargs)
-        finally:
-            self.raw = list(outbox.messages)
-
-    @property
-    def sent(self) -> list[tuple[str, dict[str, Any]]]:
-        """(channel, frame) for frames; (channel, message) for other channel-layer messages."""
-        return [
-            (channel, message["frame"] if message["type"] == "gateway.frame" else message)
-            for channel, message, _ in self.raw
-        ]
-
-    def frames_to(self, channel: str) -> list[dict[str, Any]]:
-        return [frame for ch, frame in self.sent if ch == channel]
-
-
 @pytest.fixture
 def run(django_capture_on_commit_callbacks) -> Runner:
     return Runner(django_capture_on_commit_callbacks)
 
 
-def open_connection(run: Runner, device: Device, channel_name: str):
-    return run(
-        terminals.connection_open, device_pk=device.pk, channel_name=channel_name, remote_addr=""
-    )
-
-
 @pytest.fixture
 def world(run):
-    group = make_group("store-a")
-    desktop, _ = make_device(group, DeviceType.DESKTOP, "POS-1")
-    terminal, _ = make_device(group, DeviceType.TERMINAL, "TERM-1")
-    desk_conn = open_connection(run, desktop, DESK)
-    term_conn = open_connection(run, terminal, TERM)
+    """Store A with its desktop POS-1 and terminal TERM-1, both connected."""
+    store = Store("store-a")
     return SimpleNamespace(
-        group=group,
-        desktop=desktop,
-        terminal=terminal,
-        desk_conn=desk_conn,
-        term_conn=term_conn,
+        group=store.group,
+        desktop=store.desktop,
+        terminal=store.terminal,
+        desk_conn=open_connection(run, store.desktop, DESK),
+        term_conn=open_connection(run, store.terminal, TERM),
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -12,53 +11,19 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from posgateway.protocol import DIFFERENT_GROUP, TERMINAL_NOT_FOUND, Forbidden, NotFound
-from posgateway.realtime import Outbox
 from terminals import services
 from terminals.models import Connection, Device, DeviceType
 from terminals.selectors import device_for_key, resolve_terminal
-from tests.factories import make_device, make_group
+from tests.factories import Runner, Store, make_device, open_connection
 
 pytestmark = pytest.mark.django_db
 
 DESK = "test!desk"
 
 
-class Runner:
-    """Calls a service with a fresh Outbox and records what it sent once its commit ran."""
-
-    def __init__(self, capture) -> None:
-        self.capture = capture
-        self.raw: list[tuple[str, dict[str, Any], Any]] = []
-
-    def __call__(self, service, /, **kwargs: Any) -> Any:
-        outbox = Outbox()
-        try:
-            with self.capture(execute=True):
-                return service(outbox=outbox, **kwargs)
-        finally:
-            self.raw = list(outbox.messages)
-
-    @property
-    def sent(self) -> list[tuple[str, dict[str, Any]]]:
-        """(channel, frame) for frames; (channel, message) for other channel-layer messages."""
-        return [
-            (channel, message["frame"] if message["type"] == "gateway.frame" else message)
-            for channel, message, _ in self.raw
-        ]
-
-    def frames_to(self, channel: str) -> list[dict[str, Any]]:
-        return [frame for ch, frame in self.sent if ch == channel]
-
-
 @pytest.fixture
 def run(django_capture_on_commit_callbacks) -> Runner:
     return Runner(django_capture_on_commit_callbacks)
-
-
-def open_connection(run: Runner, device: Device, channel_name: str) -> Connection:
-    return run(
-        services.connection_open, device_pk=device.pk, channel_name=channel_name, remote_addr=""
-    )
 
 
 def close_connection(run: Runner, conn: Connection, code: int | None) -> None:
@@ -79,11 +44,10 @@ def status_updates(run: Runner, channel: str = DESK) -> list[tuple[str | None, s
 
 @pytest.fixture
 def store(run):
-    group = make_group("store-a")
-    desktop, _ = make_device(group, DeviceType.DESKTOP, "POS-1")
-    terminal, _ = make_device(group, DeviceType.TERMINAL, "TERM-1")
-    desk_conn = open_connection(run, desktop, DESK)
-    return group, desktop, terminal, desk_conn
+    """Store A's group, desktop POS-1 (connected) and terminal TERM-1, and the desktop's
+    connection."""
+    made = Store("store-a")
+    return made.group, made.desktop, made.terminal, open_connection(run, made.desktop, DESK)
 
 
 # --- connections and live status -------------------------------------------------------------
