@@ -103,10 +103,20 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return Response(InternalError().to_frame(), status=HTTPStatus.INTERNAL_SERVER_ERROR)
 
 
+TERMINAL_API_PATHS = "/terminal-api/sync and /terminal-api/async (exactly, no trailing slash)"
+
+
 def page_not_found(request, exception=None):
-    """Django's 404 handler: JSON under /api/ (a URL no endpoint matches), HTML elsewhere."""
+    """Django's 404 handler: JSON under /api/ and /terminal-api/ (a URL no endpoint matches),
+    HTML elsewhere. The Terminal API's paths are exact (contract section 4): a near miss such
+    as a trailing slash is told the right ones, never redirected (a client would re-send its
+    body as a GET)."""
     if request.path.startswith("/api/"):
         return JsonResponse(error_body(404, "Not found."), status=404)
+    if request.path.startswith("/terminal-api/"):
+        return JsonResponse(
+            error_body(404, f"The Terminal API is at {TERMINAL_API_PATHS}"), status=404
+        )
     return defaults.page_not_found(request, exception)
 
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, re_path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
@@ -25,9 +25,8 @@ _public = {"permission_classes": [AllowAny], "authentication_classes": []}
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
-    # With or without a trailing slash: a POS configured with either reaches the same endpoint.
-    re_path(r"^terminal-api/sync/?$", terminal_api.sync, name="terminal-api-sync"),
-    re_path(r"^terminal-api/async/?$", terminal_api.async_, name="terminal-api-async"),
+    path("terminal-api/sync", terminal_api.sync, name="terminal-api-sync"),
+    path("terminal-api/async", terminal_api.async_, name="terminal-api-async"),
     path("admin/", admin.site.urls),
     # Staff login for the dashboard (contract section 6): back to the page asked for (?next=).
     path(

@@ -100,8 +100,14 @@ def test_a_failure_is_not_kept_on_the_session(client, pos) -> None:
     assert result_of(TerminalSession.objects.get().last_response) == {"Result": "Success"}
 
 
-@pytest.mark.parametrize("path", ["/terminal-api/sync/", "/terminal-api/async/"])
-def test_a_trailing_slash_reaches_the_same_endpoint(client, pos, path: str) -> None:
+@pytest.mark.parametrize("path", ["/terminal-api/sync/", "/terminal-api/async/", "/terminal-api/"])
+def test_a_near_miss_path_is_a_json_404_naming_the_right_paths(client, pos, path: str) -> None:
     response = post(client, path, json.dumps(begin_doc()).encode(), pos.key)
-    assert response.status_code == 200
-    assert TerminalSession.objects.get().state == SessionState.ACTIVE
+    assert response.status_code == 404
+    assert "Location" not in response
+    assert response.json() == {
+        "error": "Not Found",
+        "message": "The Terminal API is at /terminal-api/sync and /terminal-api/async "
+        "(exactly, no trailing slash)",
+    }
+    assert TerminalSession.objects.count() == 0
