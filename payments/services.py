@@ -45,30 +45,52 @@ from posgateway.protocol import (
     now_iso,
 )
 from posgateway.realtime import Outbox
-from sessions.models import OperationType, RequestStatus, TerminalRequest
+from posgateway.sql import db as _db
+from posgateway.sql import dt_param as _dt
+from posgateway.sql import execute as _execute
+from posgateway.sql import insert as _insert
+from posgateway.sql import loaded as _loaded
+from sessions.models import OperationType, RequestStatus, SessionState, TerminalRequest
 from sessions.services import waiting_screen
-from terminals.models import Connection, Device
+from terminals.models import Connection, Device, DeviceType
 from terminals.selectors import live_connection, resolve_terminal
 
 logger = logging.getLogger("payments")
 
 
-def _event(
-    txn: Transaction,
-    kind: str,
-    source: str,
-    old: str = "",
-    new: str = "",
-    **detail: Any,
-) -> TransactionEvent:
-    return TransactionEvent(
-        transaction=txn, kind=kind, source=source, old_status=old, new_status=new, detail=detail
-    )
-
-
 def _log(txn: Transaction, what: str, old: str = "", new: str = "") -> None:
     arrow = f" {old or '-'} -> {new}" if new else ""
     logger.info("transactionId=%s store=%s %s%s", txn.transaction_id, txn.group_id, what, arrow)
+
+
+# --- SQL of the payment round trip -----------------------------------------------------------
+# The round trip's statements are written out: the ORM took several times longer to build them
+# than the database to run them (docs/performance.md). Plain SQL for SQLite and PostgreSQL
+# alike; values are prepared by the model fields, as the ORM prepares them.
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO payments_transactionevent"
+    " (transaction_id, created_at, kind, source, old_status, new_status, detail) VALUES "
+)
+_EVENT_VALUES = "(%s, %s, %s, %s, %s, %s, %s)"
+# An ack may cover thousands of results: SQLite takes at most 999 parameters per statement.
+_EVENTS_PER_INSERT = 100
+
+
+def _insert_events(*events: tuple[int, str, str, str, str, dict]) -> None:
+    """TransactionEvent rows in one statement, each given as
+    (transaction pk, kind, source, old status, new status, detail)."""
+    conn = _db()
+    detail_field = TransactionEvent._meta.get_field("detail")
+    now = _dt(timezone.now())
+    for start in range(0, len(events), _EVENTS_PER_INSERT):
+        batch = events[start : start + _EVENTS_PER_INSERT]
+        params: list[Any] = []
+        for txn_pk, kind, source, old, new, detail in batch:
+            detail_value = detail_field.get_db_prep_save(detail, conn)
+            params += [txn_pk, now, kind, source, old, new, detail_value]
+        _execute(_INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(batch)), params)
 
 
 # --- Frames ----------------------------------------------------------------------------------
@@ -87,16 +109,20 @@ def payment_request_body(txn: Transaction) -> dict[str, Any]:
     }
 
 
-def payment_request_frame(txn: Transaction, *, resent: bool = False) -> dict[str, Any]:
+def payment_request_frame(
+    txn: Transaction, *, resent: bool = False, in_session: bool = True
+) -> dict[str, Any]:
+    """``in_session`` False: the caller knows the terminal has no active session (no lookup)."""
     frame: dict[str, Any] = {
         "action": "paymentRequest",
         "desktopId": txn.desktop_connection_id,
         "paymentRequest": payment_request_body(txn),
         "timestamp": now_iso(),
     }
-    screen = waiting_screen(terminal_pk=txn.terminal_id, operation_type=OperationType.PAYMENT)
-    if screen is not None:
-        frame["waitingScreen"] = screen
+    if in_session:
+        screen = waiting_screen(terminal_pk=txn.terminal_id, operation_type=OperationType.PAYMENT)
+        if screen is not None:
+            frame["waitingScreen"] = screen
     if resent:
         frame["resent"] = True
     return frame
@@ -144,6 +170,26 @@ def transaction_status_frame(txn: Transaction) -> dict[str, Any]:
 # --- Starting a payment ----------------------------------------------------------------------
 
 
+# What a new payment needs to know, in one read: whether its transactionId is already taken
+# in the store, the terminal named by deviceId with its current connection, a display or input
+# request in flight on it, and whether it has an active session (its waitingScreen).
+# Each subquery finds at most one row: a unique constraint stands behind every one of them.
+# Read in the payment's transaction, as the session was before: on SQLite nothing can begin
+# between this read and the insert.
+_PAYMENT_TARGET = (
+    "SELECT (SELECT t.id FROM payments_transaction t"  # noqa: S608 (constants)
+    " WHERE t.group_id = %s AND t.transaction_id = %s),"
+    " d.id, d.device_id, c.id, c.connection_id, c.channel_name, c.closed_at,"
+    " (SELECT r.request_id FROM terminal_sessions_terminalrequest r"
+    f" WHERE r.terminal_id = d.id AND r.status = '{RequestStatus.IN_PROGRESS.value}'),"
+    " (SELECT s.id FROM terminal_sessions_terminalsession s"
+    f" WHERE s.terminal_id = d.id AND s.state = '{SessionState.ACTIVE.value}')"
+    " FROM (SELECT 1 AS one) x LEFT OUTER JOIN terminals_device d ON d.group_id = %s"
+    f" AND d.device_type = '{DeviceType.TERMINAL.value}' AND d.device_id = %s AND d.is_active = %s"
+    " LEFT OUTER JOIN terminals_connection c ON c.id = d.current_connection_id"
+)
+
+
 def payment_start(
     *,
     desktop: Device,
@@ -160,33 +206,110 @@ def payment_start(
     request = validate_payment_request(payment_request)
     tid = request["transactionId"]
     _check_storable(request["amount"], tid)
-    existing = (
-        Transaction.objects.select_related("terminal")
-        .filter(group_id=desktop.group_id, transaction_id=tid)
-        .first()
-    )
-    if existing is not None:
-        return _payment_repeat(existing, request, terminal_id, outbox)
-
+    group_id = desktop.group_id
     try:
-        terminal, live = resolve_terminal(group_id=desktop.group_id, terminal_id=terminal_id)
-    except NotFound as exc:
-        exc.extra["transactionId"] = tid
-        raise
-    if live is None:
-        raise NotFound(TERMINAL_NOT_FOUND, transactionId=tid)
-    busy_request = (
-        TerminalRequest.objects.filter(terminal=terminal, status=RequestStatus.IN_PROGRESS)
-        .values_list("request_id", flat=True)
-        .first()
-    )
-    if busy_request is not None:
-        raise Conflict(TERMINAL_BUSY, transactionId=tid, inFlightRequestId=busy_request)
+        with transaction.atomic():
+            existing_pk, terminal, live, busy_request, in_session = _payment_target(
+                group_id, tid, terminal_id
+            )
+            if existing_pk is not None:
+                existing = Transaction.objects.select_related("terminal").get(pk=existing_pk)
+                return _payment_repeat(existing, request, terminal_id, outbox)
+            if live is None:
+                raise NotFound(TERMINAL_NOT_FOUND, transactionId=tid)
+            if busy_request is not None:
+                raise Conflict(TERMINAL_BUSY, transactionId=tid, inFlightRequestId=busy_request)
+            txn = _payment_insert(desktop, desktop_connection_id, terminal, terminal_id, request)
+            _insert_events(
+                (txn.pk, EventKind.REQUESTED, EventSource.DESKTOP, "", "PENDING", {}),
+                (
+                    txn.pk,
+                    EventKind.FORWARDED,
+                    EventSource.GATEWAY,
+                    "PENDING",
+                    "IN_PROGRESS",
+                    {"connectionId": live.connection_id},
+                ),
+            )
+            outbox.frame(
+                live.channel_name,
+                payment_request_frame(txn, in_session=in_session),
+                on_fail=functools.partial(
+                    payment_forward_failed, group_id=txn.group_id, transaction_id=tid
+                ),
+            )
+            dashboard.payment_changed(outbox, txn, EventKind.FORWARDED)
+    except IntegrityError:
+        # Lost a race with another request: the same transactionId, or the terminal got busy.
+        existing = (
+            Transaction.objects.select_related("terminal")
+            .filter(group_id=group_id, transaction_id=tid)
+            .first()
+        )
+        if existing is not None:
+            return _payment_repeat(existing, request, terminal_id, outbox)
+        busy = _busy(terminal, tid)
+        if busy is None:
+            raise  # neither race: the database refused for a reason of its own
+        raise busy from None
+    _log(txn, f"forwarded to terminal {terminal.device_id or terminal.pk}", "PENDING", txn.status)
+    return payment_accepted_frame(txn, terminal_ref=terminal_id, connection=live)
 
+
+def _payment_target(
+    group_id: int, tid: str, terminal_id: str
+) -> tuple[int | None, Device | None, Connection | None, str | None, bool]:
+    """(pk of the store's transaction ``tid`` if it exists, the terminal, its live connection,
+    the display or input request in flight on it, whether it may have an active session)."""
+    row = _execute(_PAYMENT_TARGET, [group_id, tid, group_id, terminal_id, True], fetch="one")
+    existing_pk, terminal_pk, device_id, conn_pk, conn_id, channel, closed_at, busy, session = row
+    if existing_pk is not None:
+        return existing_pk, None, None, None, False
+    if terminal_pk is None:  # not a deviceId of the store: a connectionId, or unknown
+        try:
+            terminal, live = resolve_terminal(group_id=group_id, terminal_id=terminal_id)
+        except NotFound as exc:
+            exc.extra["transactionId"] = tid
+            raise
+        busy = (
+            TerminalRequest.objects.filter(terminal=terminal, status=RequestStatus.IN_PROGRESS)
+            .values_list("request_id", flat=True)
+            .first()
+        )
+        return None, terminal, live, busy, True
+    terminal = _loaded(
+        Device,
+        id=terminal_pk,
+        group_id=group_id,
+        device_type=DeviceType.TERMINAL.value,
+        device_id=device_id,
+        is_active=True,
+    )
+    live = None
+    if conn_pk is not None and closed_at is None:  # its current connection, while open
+        live = _loaded(
+            Connection,
+            id=conn_pk,
+            connection_id=conn_id,
+            device_id=terminal_pk,
+            channel_name=channel,
+            closed_at=None,
+        )
+    return None, terminal, live, busy, session is not None
+
+
+def _payment_insert(
+    desktop: Device,
+    desktop_connection_id: str,
+    terminal: Device,
+    terminal_id: str,
+    request: dict[str, Any],
+) -> Transaction:
+    """The new transaction, stored IN_PROGRESS: it is forwarded in the same commit."""
     now = timezone.now()
     txn = Transaction(
         group_id=desktop.group_id,
-        transaction_id=tid,
+        transaction_id=request["transactionId"],
         amount=Decimal(request["amount"]),
         currency=request["currency"],
         payment_method=request["paymentMethod"],
@@ -201,45 +324,8 @@ def payment_start(
         forwarded_at=now,
         deadline_at=now + dt.timedelta(seconds=settings.PAYMENT_TIMEOUT_S),
     )
-    try:
-        with transaction.atomic():
-            txn.save(force_insert=True)
-            TransactionEvent.objects.bulk_create(
-                [
-                    _event(txn, EventKind.REQUESTED, EventSource.DESKTOP, "", "PENDING"),
-                    _event(
-                        txn,
-                        EventKind.FORWARDED,
-                        EventSource.GATEWAY,
-                        "PENDING",
-                        "IN_PROGRESS",
-                        connectionId=live.connection_id,
-                    ),
-                ]
-            )
-            outbox.frame(
-                live.channel_name,
-                payment_request_frame(txn),
-                on_fail=functools.partial(
-                    payment_forward_failed, group_id=txn.group_id, transaction_id=tid
-                ),
-            )
-            dashboard.payment_changed(outbox, txn, EventKind.FORWARDED)
-    except IntegrityError:
-        # Lost a race with another request: the same transactionId, or the terminal got busy.
-        existing = (
-            Transaction.objects.select_related("terminal")
-            .filter(group_id=desktop.group_id, transaction_id=tid)
-            .first()
-        )
-        if existing is not None:
-            return _payment_repeat(existing, request, terminal_id, outbox)
-        busy = _busy(terminal, tid)
-        if busy is None:
-            raise  # neither race: the database refused for a reason of its own
-        raise busy from None
-    _log(txn, f"forwarded to terminal {terminal.device_id or terminal.pk}", "PENDING", txn.status)
-    return payment_accepted_frame(txn, terminal_ref=terminal_id, connection=live)
+    (txn.pk,) = _insert(txn, returning="id")
+    return txn
 
 
 # SQLite, the embedded default, keeps 15 significant digits of a number; PostgreSQL all 16.
@@ -336,6 +422,8 @@ def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -
     tid = response["transactionId"]
     new = response["status"]
     with transaction.atomic():
+        if _record_in_progress_result(terminal, response, outbox):
+            return
         # FOR NO KEY UPDATE: rows that merely reference this one (an ack's "delivered" event)
         # must not wait for it, or an ack holding the desktop row deadlocks with a late result.
         txn = (
@@ -373,6 +461,69 @@ def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -
     raise Conflict("Transaction already completed", transactionId=tid, status=old)
 
 
+# The usual result: the payment is IN_PROGRESS, and this statement both finds and finishes it.
+# On PostgreSQL the UPDATE takes the same row lock (FOR NO KEY UPDATE) as the locking read of
+# payment_result, and re-checks the status once it has it: a payment a timeout finished
+# meanwhile is not found here and goes the locking read's way (a late result).
+_RECORD_IN_PROGRESS_RESULT = (
+    "UPDATE payments_transaction SET status = %s, authorization_code = %s,"  # noqa: S608
+    " error_message = %s,"
+    " payment_response = %s, completed_at = %s, updated_at = %s"
+    " WHERE group_id = %s AND transaction_id = %s AND terminal_id = %s"
+    f" AND status = '{TransactionStatus.IN_PROGRESS.value}'"
+    " RETURNING id, desktop_id, late"
+)
+
+
+def _record_in_progress_result(terminal: Device, response: dict[str, Any], outbox: Outbox) -> bool:
+    """``_record_result`` of an IN_PROGRESS payment in one statement; False if there is none."""
+    tid, new = response["transactionId"], response["status"]
+    code = (response.get("authorizationCode") or "")[:64]
+    error = response.get("errorMessage") or ""
+    now = timezone.now()
+    stamp = _dt(now)
+    payment_response = Transaction._meta.get_field("payment_response")
+    row = _execute(
+        _RECORD_IN_PROGRESS_RESULT,
+        [
+            new,
+            code,
+            error,
+            payment_response.get_db_prep_save(response, _db()),
+            stamp,
+            stamp,
+            terminal.group_id,
+            tid,
+            terminal.pk,
+        ],
+        fetch="one",
+    )
+    if row is None:
+        return False
+    pk, desktop_pk, late = row
+    txn = _loaded(
+        Transaction,
+        id=pk,
+        group_id=terminal.group_id,
+        transaction_id=tid,
+        terminal_id=terminal.pk,
+        desktop_id=desktop_pk,
+        status=new,
+        late=bool(late),
+        authorization_code=code,
+        error_message=error,
+        payment_response=response,
+        completed_at=now,
+        updated_at=now,
+    )
+    old = TransactionStatus.IN_PROGRESS
+    _insert_events((txn.pk, EventKind.RESULT, EventSource.TERMINAL, old, new, {}))
+    dashboard.payment_changed(outbox, txn, EventKind.RESULT)
+    _log(txn, "result", old, new)
+    _push_result(txn, outbox)
+    return True
+
+
 def _record_result(
     txn: Transaction, response: dict[str, Any], kind: str, late: bool, outbox: Outbox
 ) -> None:
@@ -407,11 +558,21 @@ def _record_result(
     _push_result(txn, outbox)
 
 
+# The desktop's next seq: the UPDATE locks its device row (as connects and acks do) and
+# returns the new value in the same statement.
+_NEXT_SEQ = "UPDATE terminals_device SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq"
+# The result's message, returning the desktop's live connection of now. Read in this statement,
+# after the lock: on PostgreSQL a statement sees what committed before it began, so a desktop
+# that reconnected while we waited for its row is reached on its new connection.
+_MESSAGE_RETURNING = (
+    "id, (SELECT c.channel_name FROM terminals_connection c WHERE c.device_id = %s"
+    " AND c.closed_at IS NULL ORDER BY c.connected_at DESC LIMIT 1)"
+)
+
+
 def _push_result(txn: Transaction, outbox: Outbox) -> DesktopMessage:
     """Number the result for its desktop device, keep it until acked, push it now."""
-    desktop = Device.objects.select_for_update().only("pk", "last_seq").get(pk=txn.desktop_id)
-    seq = desktop.last_seq + 1
-    Device.objects.filter(pk=desktop.pk).update(last_seq=seq)
+    (seq,) = _execute(_NEXT_SEQ, [txn.desktop_id], fetch="one")
     frame = {
         "action": "paymentComplete",
         "seq": seq,
@@ -420,12 +581,10 @@ def _push_result(txn: Transaction, outbox: Outbox) -> DesktopMessage:
         "late": txn.late,
         "timestamp": now_iso(),
     }
-    message = DesktopMessage.objects.create(
-        device_id=desktop.pk, seq=seq, transaction=txn, frame=frame
-    )
-    live = live_connection(device_id=desktop.pk)
-    if live is not None:
-        outbox.frame(live.channel_name, frame)
+    message = DesktopMessage(device_id=txn.desktop_id, seq=seq, transaction=txn, frame=frame)
+    message.pk, channel = _insert(message, returning=_MESSAGE_RETURNING, params=(txn.desktop_id,))
+    if channel is not None:
+        outbox.frame(channel, frame)
     return message
 
 
@@ -557,40 +716,44 @@ def payment_status(*, group_id: int, transaction_id: Any) -> dict[str, Any]:
     return transaction_status_frame(_get(group_id, transaction_id))
 
 
+# The desktop's device row, locked by the UPDATE that records the ack if seq has been sent.
+# acked_seq rises only when the ack acknowledges a message, and never past an unacked one:
+# connects trust it to skip the backlog (acked_seq == last_seq).
+_ACK_DEVICE = (
+    "UPDATE terminals_device SET acked_seq = CASE WHEN acked_seq < %s AND EXISTS"
+    " (SELECT 1 FROM payments_desktopmessage m WHERE m.device_id = terminals_device.id"
+    " AND m.seq <= %s AND m.acked_at IS NULL) THEN %s ELSE acked_seq END"
+    " WHERE id = %s AND last_seq >= %s RETURNING id"
+)
+_ACK_MESSAGES = (
+    "UPDATE payments_desktopmessage SET acked_at = %s"
+    " WHERE device_id = %s AND seq <= %s AND acked_at IS NULL"
+    " RETURNING transaction_id, seq, (SELECT t.transaction_id FROM payments_transaction t"
+    " WHERE t.id = payments_desktopmessage.transaction_id)"
+)
+
+
 def results_ack(*, desktop: Device, seq: Any, outbox: Outbox | None = None) -> None:
     """The desktop has every result up to seq: stop re-sending them."""
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise BadRequest("seq must be a non-negative integer")
     with transaction.atomic():
-        device = (
-            Device.objects.select_for_update()
-            .only("pk", "last_seq", "acked_seq")
-            .get(pk=desktop.pk)
-        )
-        if seq > device.last_seq:
+        if _execute(_ACK_DEVICE, [seq, seq, seq, desktop.pk, seq], fetch="one") is None:
+            device = Device.objects.only("pk", "last_seq").get(pk=desktop.pk)
             raise BadRequest(f"seq {seq} has not been sent yet (last is {device.last_seq})")
         now = timezone.now()
-        acked = list(
-            DesktopMessage.objects.filter(
-                device_id=device.pk, seq__lte=seq, acked_at__isnull=True
-            ).values_list("pk", "transaction_id", "seq", "transaction__transaction_id")
+        acked = sorted(
+            _execute(_ACK_MESSAGES, [_dt(now), desktop.pk, seq], fetch="all"),
+            key=lambda row: row[1],
         )
         if not acked:
             return
-        DesktopMessage.objects.filter(pk__in=[pk for pk, *_ in acked]).update(acked_at=now)
-        TransactionEvent.objects.bulk_create(
-            [
-                TransactionEvent(
-                    transaction_id=txn_pk,
-                    kind=EventKind.DELIVERED,
-                    source=EventSource.DESKTOP,
-                    detail={"seq": s},
-                )
-                for _, txn_pk, s, _ in acked
-            ]
+        _insert_events(
+            *(
+                (txn_pk, EventKind.DELIVERED, EventSource.DESKTOP, "", "", {"seq": s})
+                for txn_pk, s, _ in acked
+            )
         )
-        if seq > device.acked_seq:
-            Device.objects.filter(pk=device.pk).update(acked_seq=seq)
         if outbox is not None:
             dashboard.payments_delivered(outbox, desktop.group_id, (tid for *_, tid in acked))
 

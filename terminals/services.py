@@ -6,18 +6,22 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Iterable
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection as db_connection
-from django.db import models, transaction
+from django.db import transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from posgateway.dashboard import events as dashboard
 from posgateway.protocol import TooManyRequests, now_iso
 from posgateway.realtime import Outbox
+from posgateway.sql import columns as _columns
+from posgateway.sql import dt_param as _dt
+from posgateway.sql import execute as _execute
+from posgateway.sql import instances as _instances
+from posgateway.sql import mark_saved
 from terminals.models import (
     Connection,
     Device,
@@ -180,21 +184,6 @@ _CLOSE_IF_OPEN = (
 )
 
 
-def _execute(sql: str, params: list, fetch: str = "") -> Any:
-    """Run one statement; ``fetch`` "one" or "all" rows, else the number of rows changed."""
-    with db_connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if fetch == "one":
-            return cursor.fetchone()
-        if fetch == "all":
-            return cursor.fetchall()
-        return cursor.rowcount
-
-
-def _dt(value: dt.datetime | None) -> Any:
-    return db_connection.ops.adapt_datetimefield_value(value)
-
-
 def _set_status(device: Device, status: str, now: dt.datetime, outbox: Outbox) -> bool:
     changed = device.status != status
     device.status = status
@@ -261,10 +250,6 @@ def connection_open_by_key(
         return _open(device, channel_name, remote_addr, outbox)
 
 
-def _columns(model: type[models.Model], alias: str) -> str:
-    return ", ".join(f"{alias}.{f.column}" for f in model._meta.concrete_fields)
-
-
 # The device row locked (FOR UPDATE OF d where the database has it), with its store and the
 # number of devices in that store. A store holds at most one live connection per device, so it
 # can only be full when it has at least MAX_CONNECTIONS_PER_STORE devices: counting them is an
@@ -283,42 +268,6 @@ _LOCKED_DEVICE_OF_CONNECTION = (
 
 def _lock_clause() -> str:
     return " FOR UPDATE OF d" if db_connection.features.has_select_for_update_of else ""
-
-
-def _instances(row: tuple, *models_: type[models.Model]) -> list[models.Model | None]:
-    """Model instances from a row of their concrete columns, converted as the ORM does."""
-    out: list[models.Model | None] = []
-    start = 0
-    for model in models_:
-        fields = model._meta.concrete_fields
-        values = list(row[start : start + len(fields)])
-        start += len(fields)
-        if values[0] is None:  # the outer-joined side is missing
-            out.append(None)
-            continue
-        for n, (col, converters) in enumerate(_converters(model)):
-            for convert in converters:
-                values[n] = convert(values[n], col, db_connection)
-        out.append(model.from_db(db_connection.alias, [f.attname for f in fields], values))
-    return out
-
-
-_CONVERTERS: dict[tuple[str, type], list] = {}
-
-
-def _converters(model: type[models.Model]) -> list:
-    key = (db_connection.vendor, model)
-    if key not in _CONVERTERS:
-        cols = [f.get_col(model._meta.db_table) for f in model._meta.concrete_fields]
-        _CONVERTERS[key] = [
-            (
-                col,
-                db_connection.ops.get_db_converters(col)
-                + col.output_field.get_db_converters(db_connection),
-            )
-            for col in cols
-        ]
-    return _CONVERTERS[key]
 
 
 def _locked_device(where: str, params: list) -> Device | None:
@@ -362,7 +311,7 @@ def _open(device: Device, channel_name: str, remote_addr: str, outbox: Outbox) -
     stamp = _dt(now)
     params = [conn.connection_id, device.pk, conn.channel_name, conn.remote_addr, stamp, stamp]
     (conn.pk,) = _execute(_INSERT_CONNECTION, params, fetch="one")
-    conn._state.adding, conn._state.db = False, db_connection.alias
+    mark_saved(conn)
     device.current_connection = conn
     _set_status(device, DeviceStatus.ONLINE, now, outbox)
     publish_terminal_status(device=device, outbox=outbox)
