@@ -140,12 +140,7 @@ class DeviceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Deactivate (closes live connections)")
     def deactivate(self, request, queryset):
-        done = 0
-        for device in queryset.filter(is_active=True):
-            outbox = Outbox()
-            services.device_deactivate(device=device, outbox=outbox)
-            _flush_after_commit(outbox)
-            done += 1
+        done = _each(queryset.filter(is_active=True), services.device_deactivate)
         messages.success(
             request,
             f"{done} device{'s' if done != 1 else ''} deactivated; live connections closed.",
@@ -153,13 +148,19 @@ class DeviceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reactivate (the unchanged key works again)")
     def reactivate(self, request, queryset):
-        done = 0
-        for device in queryset.filter(is_active=False):
-            outbox = Outbox()
-            services.device_reactivate(device=device, outbox=outbox)
-            _flush_after_commit(outbox)
-            done += 1
+        done = _each(queryset.filter(is_active=False), services.device_reactivate)
         messages.success(request, f"{done} device{'s' if done != 1 else ''} reactivated.")
+
+
+def _each(devices, service) -> int:
+    """Run a device service on each device, its socket messages sent after commit."""
+    done = 0
+    for device in devices:
+        outbox = Outbox()
+        service(device=device, outbox=outbox)
+        _flush_after_commit(outbox)
+        done += 1
+    return done
 
 
 @admin.register(Connection)
