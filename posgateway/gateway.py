@@ -111,6 +111,12 @@ def device_disconnected(*, ctx: DeviceContext, code: int | None, outbox: Outbox)
     terminals.connection_close(connection_pk=ctx.connection_pk, code=code, outbox=outbox)
 
 
+def results_after(*, ctx: DeviceContext, seq: int) -> list[dict[str, Any]]:
+    """A desktop's unacknowledged results numbered above ``seq``, in seq order: what a socket
+    that just saw a gap in the seq of its live pushes has not been sent."""
+    return [f for f in payments.unacked_results(desktop_pk=ctx.device.pk) if f["seq"] > seq]
+
+
 def device_catch_up(*, ctx: DeviceContext, outbox: Outbox) -> list[dict[str, Any]]:
     """What an open socket may have missed while the channel layer was down: the frames a
     reconnect would get (a desktop's unacknowledged results; a terminal's session and

@@ -112,9 +112,14 @@ _lazy_autobahn_config_log()
 
 class GatewayConsumer(AsyncWebsocketConsumer):
     ctx: DeviceContext | None = None
-    # Highest seq re-sent on connect: a result committed while the connection opened is both
-    # in that backlog and pushed live; the live copy is then dropped here.
-    resent_seq = 0
+    # Highest seq of the results this desktop socket has been sent (or that were acknowledged
+    # before it connected). Results reach the desktop in seq order, each once: a live push
+    # already sent (a result committed while the connection opened is both in the connect's
+    # backlog and pushed live) is dropped, and a push that skips a seq (pushes committed one
+    # after the other can arrive the other way round, from two processes or a sweep) is
+    # preceded by the missing results, read from the database. Without that, an ack of the
+    # later seq would also acknowledge an earlier result the desktop never saw.
+    sent_seq = 0
     # The code the gateway closed this socket with (a revoked key): it, not the client's echo
     # of it, decides the device's status.
     gateway_close_code: int | None = None
@@ -174,6 +179,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         self.ctx, backlog = connected
         device = self.ctx.device
+        self.sent_seq = device.last_seq  # read with the backlog: later results are pushed
         await gateway.run_failures(await outbox.flush(), Outbox())
         LIVE.add(self)
         await self.send_frame(
@@ -189,7 +195,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         for frame in backlog:
             await self.send_frame(frame)
             if frame.get("action") == "paymentComplete":
-                self.resent_seq = max(self.resent_seq, frame["seq"])
+                self.sent_seq = max(self.sent_seq, frame["seq"])
 
     async def disconnect(self, code: int) -> None:
         LIVE.discard(self)
@@ -275,9 +281,29 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def gateway_frame(self, event: dict[str, Any]) -> None:
         frame = event["frame"]
-        if frame.get("action") == "paymentComplete" and frame.get("seq", 0) <= self.resent_seq:
-            return
+        if frame.get("action") == "paymentComplete":
+            seq = frame.get("seq", 0)
+            if seq <= self.sent_seq:
+                return
+            if seq > self.sent_seq + 1:
+                # The stored results from the gap on, this one included, in order.
+                await self._send_results_after(self.sent_seq)
+                return
+            self.sent_seq = seq
         await self.send_frame(frame)
+
+    async def _send_results_after(self, seq: int) -> None:
+        """Send the stored results above ``seq`` in order (a gap in the live pushes)."""
+        try:
+            missing = await database_sync_to_async(gateway.results_after)(ctx=self.ctx, seq=seq)
+        except Exception as exc:
+            # Held back rather than sent out of order: they stay unacknowledged in the
+            # database, and the next push or the next connect sends them.
+            _log_failure(exc, f"reading the results before a push to {self.ctx.connection_id}")
+            return
+        for frame in missing:
+            await self.send_frame(frame)
+            self.sent_seq = frame["seq"]
 
     async def gateway_force_disconnect(self, event: dict[str, Any]) -> None:
         LIVE.discard(self)  # closing: no more heartbeat frames to it
@@ -305,7 +331,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         for frame in backlog:
             await self.send_frame(frame)
             if frame.get("action") == "paymentComplete":
-                self.resent_seq = max(self.resent_seq, frame["seq"])
+                self.sent_seq = max(self.sent_seq, frame["seq"])
 
     # Channels sets channel_receive in __call__. Left alone, a failing layer (Redis down) kills
     # the consumer at once and daphne drops the socket and the frames the client had already

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
@@ -749,9 +750,10 @@ async def test_an_active_socket_the_gateway_already_closed_is_told_connection_no
 
 
 async def test_a_result_both_resent_on_connect_and_pushed_live_reaches_the_desktop_once():
-    # A result committed while the connection opened is in the backlog and pushed live.
+    # A result committed while the connection opened is in the backlog and pushed live: 4 and
+    # 5 were sent on connect, 6 is new.
     consumer = GatewayConsumer()
-    consumer.resent_seq = 5
+    consumer.sent_seq = 5
     sent: list[dict[str, Any]] = []
 
     async def record(frame: dict[str, Any]) -> None:
@@ -763,6 +765,43 @@ async def test_a_result_both_resent_on_connect_and_pushed_live_reaches_the_deskt
     await consumer.gateway_frame({"frame": {"action": "terminalStatusUpdate"}})
 
     assert [f.get("seq") for f in sent] == [6, None]
+
+
+async def test_results_pushed_out_of_order_reach_the_desktop_in_seq_order_once(
+    ws_clients, store, monkeypatch
+):
+    # Two results for one desktop are numbered 1 and 2, but the push of 1 is overtaken (two
+    # processes, or a sweep, flush one after the other in either order). Sent as they come,
+    # the desktop would see 2 first, and its ack of 2 would also acknowledge 1.
+    terminal, _, desktop, _ = await connect_pair(ws_clients, store)
+    _, second_key = await db(make_device)(store.group, DeviceType.TERMINAL, "TERM-2")
+    second, _ = await connect(ws_clients, second_key)
+    assert (await desktop.receive_json_from(timeout=TIMEOUT))["action"] == "terminalStatusUpdate"
+    layer = get_channel_layer()
+    layer_send = layer.send
+    held: list[tuple[str, dict[str, Any]]] = []
+
+    async def overtaken(channel: str, message: dict[str, Any]) -> None:
+        frame = message.get("frame") or {}
+        if frame.get("action") == "paymentComplete" and frame.get("seq") == 1:
+            held.append((channel, message))
+            return
+        await layer_send(channel, message)
+
+    monkeypatch.setattr(layer, "send", overtaken)
+    await request(desktop, payment("TXN-1"))
+    await request(desktop, payment("TXN-2", terminal="TERM-2"))
+    await terminal.receive_json_from(timeout=TIMEOUT)
+    await second.receive_json_from(timeout=TIMEOUT)
+    await terminal.send_json_to(result("TXN-1"))
+    assert await desktop.receive_nothing(timeout=0.3)  # 1 is held back on its way
+    await second.send_json_to(result("TXN-2"))
+
+    first = await desktop.receive_json_from(timeout=TIMEOUT)
+    then = await desktop.receive_json_from(timeout=TIMEOUT)
+    assert [(f["seq"], f["transactionId"]) for f in (first, then)] == [(1, "TXN-1"), (2, "TXN-2")]
+    await layer_send(*held[0])  # the overtaken push arrives at last: already sent
+    assert await desktop.receive_nothing(timeout=0.3)
 
 
 # --- NUL and lone surrogates (found by tests/e2e/test_fuzz.py) ---------------------------------
