@@ -12,10 +12,14 @@ of a message (docs/performance.md). Expiry only needs to be roughly on time (mes
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
+import redis.exceptions
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
+
+logger = logging.getLogger("posgateway.layers")
 
 
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
@@ -95,6 +99,16 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
             else:
                 task.add_done_callback(_consume_outcome)
             raise
+
+    async def _clean_receive_backup(self, index, channel):
+        """channels-redis runs this in a task nobody awaits: with Redis gone right after a pop,
+        its error was logged by asyncio as a traceback ("Task exception was never retrieved").
+        The message was handled; its backup copy stays and is restored into the inbox by the
+        next receive, so it may be delivered twice, which every receiver tolerates."""
+        try:
+            await super()._clean_receive_backup(index, channel)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            logger.warning("channel layer: backup of a handled message not cleared: %s", exc)
 
 
 def _consume_outcome(task: asyncio.Future) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 
 import pytest
@@ -57,3 +58,18 @@ async def test_in_memory_layer_still_delivers_and_expires():
 
 
 pytestmark = pytest.mark.asyncio
+
+
+async def test_clearing_a_backup_with_redis_gone_is_one_warning_not_a_traceback(caplog):
+    # channels-redis clears a handled message's backup copy in a task nobody awaits: with Redis
+    # gone its error surfaced as "Task exception was never retrieved" with a traceback.
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    layer = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{port}/0"], prefix="posgw-gone:")
+    channel = await layer.new_channel()
+
+    await layer._clean_receive_backup(layer.consistent_hash(channel), channel)
+
+    assert "backup of a handled message not cleared" in caplog.text
+    await layer.close_pools()
