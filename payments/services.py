@@ -516,11 +516,7 @@ def _record_in_progress_result(terminal: Device, response: dict[str, Any], outbo
         completed_at=now,
         updated_at=now,
     )
-    old = TransactionStatus.IN_PROGRESS
-    _insert_events((txn.pk, EventKind.RESULT, EventSource.TERMINAL, old, new, {}))
-    dashboard.payment_changed(outbox, txn, EventKind.RESULT)
-    _log(txn, "result", old, new)
-    _push_result(txn, outbox)
+    _result_recorded(txn, TransactionStatus.IN_PROGRESS, EventKind.RESULT, False, outbox)
     return True
 
 
@@ -545,16 +541,15 @@ def _record_result(
             "updated_at",
         ]
     )
-    TransactionEvent.objects.create(
-        transaction=txn,
-        kind=kind,
-        source=EventSource.TERMINAL,
-        old_status=old,
-        new_status=new,
-        detail={"late": late} if late else {},
-    )
+    _result_recorded(txn, old, kind, late, outbox)
+
+
+def _result_recorded(txn: Transaction, old: str, kind: str, late: bool, outbox: Outbox) -> None:
+    """After a terminal's result is stored: its event, the dashboards, the log, the desktop."""
+    detail = {"late": late} if late else {}
+    _insert_events((txn.pk, kind, EventSource.TERMINAL, old, txn.status, detail))
     dashboard.payment_changed(outbox, txn, kind)
-    _log(txn, "late result" if late else "result", old, new)
+    _log(txn, "late result" if late else "result", old, txn.status)
     _push_result(txn, outbox)
 
 
