@@ -17,7 +17,6 @@ from urllib.parse import parse_qs
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
@@ -44,6 +43,7 @@ from posgateway.protocol import (
 )
 from posgateway.ratelimit import AddressLimiter, TokenBucket
 from posgateway.realtime import Outbox
+from posgateway.websocket import WebsocketConsumer
 from terminals.services import (
     CLOSE_REPLACED,
     CLOSE_STALE,
@@ -110,7 +110,7 @@ def _lazy_autobahn_config_log() -> None:
 _lazy_autobahn_config_log()
 
 
-class GatewayConsumer(AsyncWebsocketConsumer):
+class GatewayConsumer(WebsocketConsumer):
     ctx: DeviceContext | None = None
     # Highest seq of the results this desktop socket has been sent (or that were acknowledged
     # before it connected). Results reach the desktop in seq order, each once: a live push

@@ -28,13 +28,13 @@ from typing import Any
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.contrib.auth import get_user
 
 from posgateway.dashboard.events import store_group
 from posgateway.health import CHANNEL_LAYER
+from posgateway.websocket import WebsocketConsumer
 from terminals.selectors import groups_for_user
 
 logger = logging.getLogger("posgateway.dashboard")
@@ -98,7 +98,7 @@ def _still_allowed(session_key: str | None, user_pk: Any, joined: tuple[str, ...
     return None
 
 
-class DashboardConsumer(AsyncWebsocketConsumer):
+class DashboardConsumer(WebsocketConsumer):
     groups_joined: tuple[str, ...] = ()
     checked_at: float = 0.0
     closing: bool = False

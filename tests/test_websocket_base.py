@@ -1,0 +1,37 @@
+"""Both consumers drop a send to a socket whose client has gone, on daphne and on uvicorn alike."""
+
+from __future__ import annotations
+
+import pytest
+from uvicorn.protocols.utils import ClientDisconnected
+
+from posgateway.dashboard.consumers import DashboardConsumer
+from terminals.consumers import GatewayConsumer
+
+
+@pytest.mark.parametrize("consumer_class", [GatewayConsumer, DashboardConsumer])
+async def test_a_send_to_a_socket_the_client_closed_is_dropped(consumer_class):
+    consumer = consumer_class()
+    sent = []
+
+    async def base_send(message):
+        if sent:
+            raise ClientDisconnected()  # uvicorn, once the client has gone (the ASGI spec)
+        sent.append(message)
+
+    consumer.base_send = base_send
+    await consumer.send(text_data='{"action":"pong"}')
+    await consumer.send(text_data='{"action":"pong"}')  # gone: dropped, as daphne drops it
+    await consumer.close(code=4000)
+    assert sent == [{"type": "websocket.send", "text": '{"action":"pong"}'}]
+
+
+async def test_other_failures_of_a_send_still_raise():
+    consumer = GatewayConsumer()
+
+    async def base_send(message):
+        raise RuntimeError("a bug, not a closed socket")
+
+    consumer.base_send = base_send
+    with pytest.raises(RuntimeError, match="a bug"):
+        await consumer.send(text_data="{}")
