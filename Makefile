@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# daphne (default) or uvicorn: `make run SERVER=uvicorn`, `make test-uvicorn`.
+SERVER ?= daphne
 
-.PHONY: install run test lint format node-deps browser screenshots clean bench bench-smoke
+.PHONY: install run test test-uvicorn lint format node-deps browser screenshots clean bench bench-smoke
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,11 +37,24 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py demo_setup
+ifeq ($(SERVER),uvicorn)
+	DEBUG=$${DEBUG:-1} $(VENV)/bin/uvicorn posgateway.asgi:application --host $(HOST) --port $(PORT) \
+		--backlog 1024 --ws-max-size 1048576 --ws-per-message-deflate false \
+		--timeout-graceful-shutdown 10
+else
 	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne --websocket_timeout -1 --websocket_connect_timeout 30 \
 		-e tcp:port=$(PORT):interface=$(HOST):backlog=1024 posgateway.asgi:application
+endif
 
 test: install node-deps browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The end-to-end and browser tests again, on uvicorn instead of daphne (CI runs it on PostgreSQL
+# + Redis). TLS (test_adyen_node.py) is daphne's only: docs/operations.md has uvicorn behind nginx.
+test-uvicorn: install node-deps browser
+	E2E_SERVER=uvicorn $(VENV)/bin/pytest -m "e2e or browser" \
+		tests/e2e tests/api tests/security tests/dashboard --ignore=tests/e2e/test_adyen_node.py \
+		$(PYTEST_ARGS)
 
 # Retake the README's dashboard screenshots (docs/screenshots/) from the browser tests.
 screenshots: install browser

@@ -1,4 +1,7 @@
-"""ASGI entry point: daphne serves HTTP (Django) and the WebSocket gateway from one process."""
+"""ASGI entry point: one process serves HTTP (Django) and the WebSocket gateway.
+
+daphne is the default server; uvicorn is supported too (docs/operations.md says which to choose).
+"""
 
 import os
 import sys
@@ -10,16 +13,32 @@ django_asgi_app = get_asgi_application()  # sets Django up before the routing im
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from posgateway import gateway, redact  # noqa: E402
+from posgateway import gateway, redact, serverlog  # noqa: E402
 from posgateway.routing import websocket_urlpatterns  # noqa: E402
 
-# daphne's access log prints HTTP query strings: never a device key (posgateway/redact.py).
+# The servers' access logs print query strings: never a device key (posgateway/redact.py).
 redact.install()
+serverlog.install()
+
+
+async def lifespan(scope, receive, send) -> None:
+    """ASGI lifespan (uvicorn sends it; daphne does not): the sweeper starts with the server."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            gateway.ensure_sweeper()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await gateway.stop_sweeper()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": URLRouter(websocket_urlpatterns),
+        "lifespan": lifespan,
     }
 )
 
@@ -29,8 +48,9 @@ def _start_sweeper_when_serving() -> None:
 
     daphne sends no ASGI lifespan events. Without this, a process restarted after a crash would
     leave overdue payments IN_PROGRESS until some device or health check arrived. daphne imports
-    this module after installing its asyncio reactor; anywhere else (tests importing the
-    application, other servers) the first socket or /healthz starts the sweeper as before.
+    this module after installing its asyncio reactor. uvicorn starts it with the lifespan
+    events; anywhere else (tests importing the application, a server with lifespan off) the
+    first socket or /healthz starts the sweeper.
     """
     if "daphne.server" not in sys.modules or "twisted.internet.reactor" not in sys.modules:
         return

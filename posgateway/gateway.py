@@ -7,6 +7,7 @@ collects what the device missed (payments); the sweeper runs each app's periodic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import random
@@ -166,6 +167,17 @@ def ensure_sweeper() -> None:
     _sweeper = asyncio.get_running_loop().create_task(
         _sweep_forever(), name="posgw-sweeper", context=contextvars.Context()
     )
+
+
+async def stop_sweeper() -> None:
+    """Stop this process's sweeper (the server is shutting down); a no-op when none runs."""
+    global _sweeper
+    task, _sweeper = _sweeper, None
+    if task is None or task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _sweep_forever() -> None:

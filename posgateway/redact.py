@@ -7,8 +7,9 @@ query string: a proxy that drops the ``Upgrade`` header turns a handshake into a
 whose access log goes through the logging module (``django.channels.server``).
 
 :func:`install` wraps daphne's access-log writer (called from ``asgi.py``, which daphne imports
-before it builds its server); :class:`RedactSecrets` is a logging filter on every handler
-(``settings.LOGGING``).
+before it builds its server) and puts the filter on uvicorn's own log handlers, which uvicorn
+sets up before it imports ``asgi.py`` (its WebSocket lines carry the query string);
+:class:`RedactSecrets` is a logging filter on every handler of ``settings.LOGGING``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import sys
 from typing import Any
 
 # The value of any query parameter that names a credential, up to the next separator.
@@ -33,10 +35,21 @@ def redact(text: str) -> str:
 
 
 class RedactSecrets(logging.Filter):
-    """A logging filter: the formatted message, redacted (the record is kept)."""
+    """A logging filter: the formatted message, redacted (the record is kept).
+
+    Redacts inside the record's arguments where that is enough, so that formatters which unpack
+    ``record.args`` themselves (uvicorn's access log) still work; otherwise the whole message.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
+            message = record.getMessage()
+            if redact(message) == message:
+                return True
+            if isinstance(record.args, tuple):
+                record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            if isinstance(record.msg, str):
+                record.msg = redact(record.msg)
             message = record.getMessage()
         except Exception:
             return True  # a broken record is logging's own problem to report
@@ -47,7 +60,22 @@ class RedactSecrets(logging.Filter):
 
 
 def install() -> None:
-    """Make daphne's access log redact query-string secrets (idempotent; no daphne, no-op)."""
+    """Make the server's own logs redact query-string secrets (idempotent)."""
+    _install_daphne()
+    if "uvicorn" in sys.modules:
+        _install_uvicorn()
+
+
+def _install_uvicorn() -> None:
+    """The filter on every handler of uvicorn's loggers (``uvicorn`` and ``uvicorn.access``)."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(RedactSecrets())
+
+
+def _install_daphne() -> None:
+    """Wrap daphne's access-log writer (no daphne, no-op)."""
     try:
         from daphne.access import AccessLogGenerator
     except ImportError:

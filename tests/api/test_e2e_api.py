@@ -1,7 +1,7 @@
-"""The REST API on a real daphne: a payment made over the WebSocket, read back over HTTP.
+"""The REST API on a real server: a payment made over the WebSocket, read back over HTTP.
 
 Proves the ASGI path end to end: token auth, the timeline of a real payment, the CSV export
-streamed by daphne (an async iterator; Django would buffer a sync one whole), daily totals.
+streamed by the server (an async iterator; Django would buffer a sync one whole), daily totals.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+from email.message import Message
 
 import pytest
 
@@ -27,15 +28,15 @@ def deployment():
         yield deployment
 
 
-def get(url: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
+def get(url: str, token: str | None = None) -> tuple[int, Message, bytes]:
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Token {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, exc.headers, exc.read()
 
 
 async def test_a_real_payment_reads_back_through_the_api_and_its_csv(deployment):

@@ -1,7 +1,10 @@
-"""Real deployments for end-to-end tests: migrated databases and daphne processes on 127.0.0.1.
+"""Real deployments for end-to-end tests: migrated databases and server processes on 127.0.0.1.
 
 A :class:`Deployment` is one database (+ channel layer) with its environment; it runs
 ``manage.py`` commands and starts any number of :class:`Server` processes sharing it.
+
+The servers are daphne, the default; ``E2E_SERVER=uvicorn`` runs the same tests on uvicorn, the
+supported alternative (``make test-uvicorn``), with the flags docs/operations.md gives.
 """
 
 from __future__ import annotations
@@ -26,6 +29,31 @@ from tests.services import redis_url as default_redis_url
 
 PYTHON = sys.executable
 DAPHNE = str(Path(sys.executable).with_name("daphne"))
+UVICORN = str(Path(sys.executable).with_name("uvicorn"))
+SERVERS = ("daphne", "uvicorn")
+
+
+def default_server() -> str:
+    """The server the end-to-end tests start: ``E2E_SERVER``, daphne unless set."""
+    kind = os.environ.get("E2E_SERVER") or "daphne"
+    if kind not in SERVERS:
+        raise RuntimeError(f"E2E_SERVER must be one of {', '.join(SERVERS)}, not {kind!r}")
+    return kind
+
+
+def server_command(kind: str, port: int) -> list[str]:
+    """How docs/operations.md runs each server (bound to 127.0.0.1 here)."""
+    app = "posgateway.asgi:application"
+    if kind == "uvicorn":
+        return [
+            *(UVICORN, app, "--host", "127.0.0.1", "--port", str(port), "--backlog", "1024"),
+            *("--ws-max-size", "1048576", "--ws-per-message-deflate", "false"),
+            *("--timeout-graceful-shutdown", "10"),
+        ]
+    return [
+        *(DAPHNE, "--websocket_timeout", "-1", "--websocket_connect_timeout", "30"),
+        *("-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024", app),
+    ]
 
 
 def free_port() -> int:
@@ -35,13 +63,16 @@ def free_port() -> int:
 
 
 class Server:
-    """One daphne process serving the gateway."""
+    """One server process (daphne unless ``kind`` or ``E2E_SERVER`` says uvicorn)."""
 
-    def __init__(self, deployment: Deployment, port: int | None = None, **env: str) -> None:
+    def __init__(
+        self, deployment: Deployment, port: int | None = None, *, kind: str = "", **env: str
+    ) -> None:
         self.deployment = deployment
+        self.kind = kind or default_server()
         self.port = port or free_port()
         self.env = {**deployment.env, **env}
-        self.log_path = deployment.workdir / f"daphne-{self.port}-{uuid.uuid4().hex[:6]}.log"
+        self.log_path = deployment.workdir / f"{self.kind}-{self.port}-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -55,11 +86,7 @@ class Server:
     def _spawn(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [
-                *(DAPHNE, "--websocket_connect_timeout", "30"),
-                *("-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog=1024"),
-                "posgateway.asgi:application",
-            ],
+            server_command(self.kind, self.port),
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -89,13 +116,13 @@ class Server:
         return self._start_until(listening, "listen", timeout)
 
     def _start_until(self, ready: Callable[[float], bool], what: str, timeout: float) -> Server:
-        """Spawn daphne and poll ``ready`` (given the seconds left; OSError = not yet)."""
+        """Spawn the server and poll ``ready`` (given the seconds left; OSError = not yet)."""
         self._spawn()
         deadline = time.monotonic() + timeout
         last_error: object = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited at start:\n{self.log()}")
+                raise RuntimeError(f"{self.kind} exited at start:\n{self.log()}")
             try:
                 if ready(deadline - time.monotonic()):
                     return self
@@ -103,7 +130,7 @@ class Server:
                 last_error = exc
             time.sleep(0.1)
         raise RuntimeError(
-            f"daphne did not {what} in {timeout} s (last: {last_error!r}):\n{self.log()}"
+            f"{self.kind} did not {what} in {timeout} s (last: {last_error!r}):\n{self.log()}"
         )
 
     def healthz(self) -> tuple[int, dict]:
@@ -165,8 +192,8 @@ class Deployment:
     def key(self, group: str, device_type: str, device_id: str | None = None) -> str:
         return self.create_device(group, device_type, device_id)[0]
 
-    def server(self, **env: str) -> Server:
-        server = Server(self, **env).start()
+    def server(self, *, kind: str = "", **env: str) -> Server:
+        server = Server(self, kind=kind, **env).start()
         self.servers.append(server)
         return server
 

@@ -1,8 +1,8 @@
 """A gateway process restarted after a crash finishes what the dead one left, by itself.
 
-daphne sends no ASGI lifespan events, so the sweeper must start with the server, not with the
-first request: here nobody connects and nothing asks /healthz until the overdue payment is
-already TIMEOUT in the database.
+The sweeper must start with the server, not with the first request (daphne sends no ASGI lifespan
+events, uvicorn does): here nobody connects and nothing asks /healthz until the overdue payment
+is already TIMEOUT in the database.
 """
 
 from __future__ import annotations

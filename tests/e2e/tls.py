@@ -160,7 +160,7 @@ class TlsServer(Server):
     def __init__(
         self, deployment: Deployment, certs: Certificates, port: int | None = None, **env: str
     ) -> None:
-        super().__init__(deployment, port, **env)
+        super().__init__(deployment, port, kind="daphne", **env)
         self.certs = certs
 
     @property

@@ -218,10 +218,10 @@ def world(db) -> World:
 
 @pytest.fixture(scope="session")
 def security_gateway():
-    """One real daphne for this package's end-to-end probes; its log is grepped for secrets.
+    """One real server for this package's end-to-end probes; its log is grepped for secrets.
 
-    Every logger the gateway has runs at DEBUG and the access log is on (daphne's default), so
-    whatever any of them would ever print is in the log.
+    Every logger the gateway has runs at DEBUG and the access log is on (daphne's and uvicorn's
+    default), so whatever any of them would ever print is in the log.
     """
     with deployment_for_this_run() as deployment:
         gw = Gateway(deployment, deployment.server(LOG_LEVEL="DEBUG", ACCESS_LOG_LEVEL="DEBUG"))

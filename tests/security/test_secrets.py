@@ -2,7 +2,7 @@
 
 - Device keys and REST API tokens exist only as digests: after every way of making and using
   them, a raw read of every cell of every table finds none of them.
-- Neither reaches a log: a real daphne (access log on, every logger of ours at DEBUG) is used
+- Neither reaches a log: a real server (access log on, every logger of ours at DEBUG) is used
   with keys in headers and in ``?key=``, right and wrong, tokens right and wrong, and its log is
   grepped for them.
 - A full card number in a payment request is refused naming the field; in a terminal's answer
@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import re
+import sys
 import urllib.request
 from typing import Any
 
@@ -142,7 +143,7 @@ def test_a_token_works_only_as_the_token_not_as_its_digest():
     assert status(digest) == 401  # a stolen database row is no credential
 
 
-# --- In the logs (a real daphne) -------------------------------------------------------------
+# --- In the logs (a real server) -------------------------------------------------------------
 
 
 def _http(gw: Gateway, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> int:
@@ -237,9 +238,14 @@ async def test_keys_and_tokens_never_reach_the_server_log_or_its_database(
     log = await asyncio.to_thread(gw.server.log)
     # The log is there and says what happened, by prefix and path only.
     assert f"{slug}/T-1 (terminal) is online" in log
-    assert "WSCONNECT /ws/" in log
-    assert '"GET /ws/?key=[redacted]" 404' in log
-    assert '"GET /ws?v=1&key=[redacted]&x=1" 404' in log
+    if gw.server.kind == "uvicorn":  # its WebSocket lines carry the query string too
+        assert '"WebSocket /ws/?key=[redacted]" [accepted]' in log
+        assert '"GET /ws/?key=[redacted] HTTP/1.1" 404' in log
+        assert '"GET /ws?v=1&key=[redacted]&x=1 HTTP/1.1" 404' in log
+    else:
+        assert "WSCONNECT /ws/" in log
+        assert '"GET /ws/?key=[redacted]" 404' in log
+        assert '"GET /ws?v=1&key=[redacted]&x=1" 404' in log
     assert [s for s in secrets if s in log] == []
     scanned = await asyncio.to_thread(scan_deployment, gw, secrets)
     assert scanned["tables"] > 10
@@ -268,6 +274,44 @@ def test_every_configured_log_handler_redacts_keys_in_urls():
     assert handlers, logging.getLogger().handlers  # settings.LOGGING's console handler
     assert handlers[0].filter(record)
     assert record.getMessage() == "HTTP GET /ws/?key=[redacted]&a=b 404"
+
+
+def test_uvicorn_access_lines_keep_their_format_without_the_key():
+    """uvicorn's access formatter unpacks the record's arguments: they are redacted in place."""
+    from uvicorn.config import LOGGING_CONFIG
+    from uvicorn.logging import AccessFormatter
+
+    from posgateway.redact import RedactSecrets
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/ws/?key=s3cr3t-KEY_1&a=b", "1.1", 404),
+        None,
+    )
+    assert RedactSecrets().filter(record)
+    formatter = AccessFormatter(LOGGING_CONFIG["formatters"]["access"]["fmt"], use_colors=False)
+    assert formatter.format(record) == (
+        'INFO:     127.0.0.1:5000 - "GET /ws/?key=[redacted]&a=b HTTP/1.1" 404 Not Found'
+    )
+
+
+def test_uvicorn_logs_an_invalid_utf8_frame_as_a_warning_without_traceback():
+    from posgateway.serverlog import INVALID_UTF8, ClientFrameErrors
+
+    try:
+        b"\xff".decode()
+    except UnicodeDecodeError:
+        record = logging.LogRecord(
+            "uvicorn.error", logging.ERROR, __file__, 1, INVALID_UTF8, (), sys.exc_info()
+        )
+    assert ClientFrameErrors().filter(record)
+    text = logging.Formatter("%(levelname)s %(message)s").format(record)
+    assert text == f"WARNING {INVALID_UTF8} Closed with 1007."
+    assert "Traceback" not in text
 
 
 # --- Card numbers ----------------------------------------------------------------------------
