@@ -354,13 +354,6 @@ def connection_close(*, connection_pk: int, code: int | None, outbox: Outbox) ->
             publish_terminal_status(device=device, outbox=outbox)
 
 
-def connection_touch(*, connection_pk: int, at: dt.datetime) -> bool:
-    """Record activity; False when the gateway already counts this connection as closed."""
-    return bool(
-        Connection.objects.filter(pk=connection_pk, closed_at__isnull=True).update(last_activity=at)
-    )
-
-
 def connections_touch(*, connection_pks: list[int], at: dt.datetime) -> set[int]:
     """Record activity of many connections at once; return those the gateway counts as closed
     (or that no longer exist): their sockets must go."""

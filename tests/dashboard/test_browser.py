@@ -331,17 +331,17 @@ async def test_a_member_of_another_store_sees_none_of_it(site, browser):
 
 
 # A terminal's pings move its last activity without publishing anything (the hot path stays
-# cheap): connection_touch, as the gateway's consumer calls it, run in the deployment.
+# cheap): connections_touch, as the gateway's sweeper calls it, run in the deployment.
 TOUCH = """
 import datetime as dt
 from terminals.models import Connection
-from terminals.services import connection_touch
+from terminals.services import connections_touch
 from posgateway.dashboard.templatetags.dashboard import iso
 slug, seconds = ARGS
 conn = Connection.objects.get(device__group__slug=slug, device__device_id="TERM-1",
                               closed_at__isnull=True)
 at = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)).replace(microsecond=0)
-assert connection_touch(connection_pk=conn.pk, at=at)
+assert not connections_touch(connection_pks=[conn.pk], at=at)
 print(iso(at))
 """
 
