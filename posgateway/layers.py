@@ -1,39 +1,185 @@
-"""The channel layers: Channels' and channels-redis's own, each with one fix.
+"""The channel layers: an in-process one for the embedded default, channels-redis's with one fix.
 
-The embedded default's in-memory layer, without its O(n) sweep per message:
+The embedded default's in-memory layer is the one of Channels, rewritten for many sockets
+(docs/performance.md, step 3). Channels' ``InMemoryChannelLayer``:
 
-Channels' ``InMemoryChannelLayer`` runs ``_clean_expired`` on every ``receive`` and every
-``group_send``: a walk over every channel with a queue (each socket waiting for a message has
-one) and over every group member. With thousands of sockets open that walk is most of the cost
-of a message (docs/performance.md). Expiry only needs to be roughly on time (messages live
-``expiry`` seconds, 60 by default), so here the walk runs at most once per ``clean_interval``.
+- walks every channel and every group member (``_clean_expired``) on every ``receive`` and
+  ``group_send``; with thousands of sockets open that walk was most of the cost of a message;
+- builds a new ``asyncio.Queue`` on every ``send`` and ``receive`` (``setdefault``'s default is
+  evaluated even when the queue exists), and keeps one per waiting socket (~3 KiB each);
+- starts a task per member in ``group_send``, and draws 12 random letters one at a time for
+  every ``new_channel``.
+
+This one keeps its behaviour (messages copied, per-channel capacity and ``ChannelFull``,
+expiry with removal from groups, group expiry, ``flush``) with O(1) sends and receives: a
+channel is a deque of messages and the futures of the receivers waiting on it; expiry is swept
+at most once per ``clean_interval`` (messages may live up to that much longer than ``expiry``);
+a receiver cancelled after being woken passes the message on, so nothing is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
+import secrets
 import time
+from collections import deque
+from copy import deepcopy
 
 import redis.exceptions
-from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
+from channels.exceptions import ChannelFull
+from channels.layers import BaseChannelLayer
 from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
 
 logger = logging.getLogger("posgateway.layers")
 
 
-class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
-    def __init__(self, *, clean_interval: float = 1.0, **kwargs) -> None:
-        super().__init__(**kwargs)
+class _Channel:
+    """One channel's messages (oldest first) and the receivers waiting for one."""
+
+    __slots__ = ("messages", "waiters")
+
+    def __init__(self) -> None:
+        self.messages: deque[tuple[float, dict]] = deque()
+        self.waiters: list[asyncio.Future] = []
+
+    def wake_one(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class InMemoryChannelLayer(BaseChannelLayer):
+    """Channels' in-memory layer (one process), O(1) per message; see the module's docstring."""
+
+    extensions = ["groups", "flush"]
+
+    def __init__(
+        self,
+        expiry: float = 60,
+        group_expiry: int = 86400,
+        capacity: int = 100,
+        channel_capacity: dict | None = None,
+        clean_interval: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        self.channels: dict[str, _Channel] = {}
+        self.groups: dict[str, dict[str, float]] = {}
+        self.group_expiry = group_expiry
         self.clean_interval = clean_interval
         self._cleaned_at = float("-inf")
+        self._names = itertools.count(1)
+        self._token = secrets.token_hex(4)  # channel names are unique per layer, not guessable
+
+    # --- channels ---
+
+    async def send(self, channel: str, message: dict) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        self._put(channel, message)
+
+    def _put(self, channel: str, message: dict) -> None:
+        state = self.channels.get(channel)
+        if state is None:
+            state = self.channels[channel] = _Channel()
+        if len(state.messages) >= self.get_capacity(channel):
+            raise ChannelFull(channel)
+        state.messages.append((time.time() + self.expiry, deepcopy(message)))
+        state.wake_one()
+
+    async def receive(self, channel: str) -> dict:
+        self.require_valid_channel_name(channel)
+        self._clean_expired()
+        state = self.channels.get(channel)
+        if state is None:
+            state = self.channels[channel] = _Channel()
+        while not state.messages:
+            waiter = asyncio.get_running_loop().create_future()
+            state.waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in state.waiters:
+                    state.waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled() and state.messages:
+                    state.wake_one()  # woken for a message it will not take: the next one takes it
+                self._forget_if_idle(channel, state)
+                raise
+        _, message = state.messages.popleft()
+        self._forget_if_idle(channel, state)
+        return message
+
+    def _forget_if_idle(self, channel: str, state: _Channel) -> None:
+        if not state.messages and not state.waiters and self.channels.get(channel) is state:
+            del self.channels[channel]
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        return f"{prefix}.inmemory!{self._token}{next(self._names)}"
+
+    # --- expiry ---
 
     def _clean_expired(self) -> None:
+        """Drop expired messages (their channel leaves every group) and expired memberships;
+        at most once per ``clean_interval``."""
         now = time.monotonic()
         if now - self._cleaned_at < self.clean_interval:
             return
         self._cleaned_at = now
-        super()._clean_expired()
+        wall = time.time()
+        for channel, state in list(self.channels.items()):
+            if state.messages and state.messages[0][0] < wall:
+                while state.messages and state.messages[0][0] < wall:
+                    state.messages.popleft()
+                self._remove_from_groups(channel)
+                self._forget_if_idle(channel, state)
+        oldest = int(wall) - self.group_expiry
+        for members in self.groups.values():
+            for channel, joined in list(members.items()):
+                if joined and joined < oldest:
+                    del members[channel]
+
+    def _remove_from_groups(self, channel: str) -> None:
+        for members in self.groups.values():
+            members.pop(channel, None)
+
+    # --- groups ---
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self.groups.setdefault(group, {})[channel] = time.time()
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        self.require_valid_channel_name(channel)
+        self.require_valid_group_name(group)
+        members = self.groups.get(group)
+        if members:
+            members.pop(channel, None)
+            if not members:
+                del self.groups[group]
+
+    async def group_send(self, group: str, message: dict) -> None:
+        assert isinstance(message, dict), "Message is not a dict"
+        self.require_valid_group_name(group)
+        self._clean_expired()
+        for channel in list(self.groups.get(group, ())):
+            with contextlib.suppress(ChannelFull):
+                self._put(channel, message)
+
+    # --- flush extension ---
+
+    async def flush(self) -> None:
+        self.channels = {}
+        self.groups = {}
+
+    async def close(self) -> None:
+        pass
 
 
 # channels-redis's own script: backed-up messages go back to the front of the inbox.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 
 import pytest
+from channels.exceptions import ChannelFull
 
 from posgateway.layers import InMemoryChannelLayer, RedisChannelLayer
 from tests.services import redis_url
@@ -55,6 +57,80 @@ async def test_in_memory_layer_still_delivers_and_expires():
     await layer.send(await layer.new_channel(), {"type": "trigger"})  # a send does not sweep
     await layer.group_send("g", {"type": "after"})  # this sweeps: "old" expired, channel left g
     assert layer.groups.get("g", {}) == {}
+
+
+async def test_in_memory_layer_wakes_a_waiting_receiver_with_a_copy():
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    message = {"type": "payment.request", "items": [1]}
+    await layer.send(channel, message)
+    message["items"].append(2)  # the sender's later change is not the receiver's
+    assert await asyncio.wait_for(waiting, 1) == {"type": "payment.request", "items": [1]}
+    assert layer.channels == {}  # nothing kept for a channel nobody waits on
+
+
+async def test_in_memory_layer_keeps_order_and_capacity():
+    layer = InMemoryChannelLayer(capacity=2)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "a"})
+    await layer.send(channel, {"type": "b"})
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"type": "c"})
+    await layer.group_add("g", channel)
+    await layer.group_send("g", {"type": "d"})  # a full member is skipped, no error
+    assert [await layer.receive(channel) for _ in range(2)] == [{"type": "a"}, {"type": "b"}]
+
+
+async def test_in_memory_layer_loses_nothing_to_a_cancelled_receiver():
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    # Cancelled while waiting: gone from the channel, which is forgotten.
+    gone = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert layer.channels == {}
+    # Woken for a message, then cancelled before it ran: the next receiver gets the message.
+    first = asyncio.ensure_future(layer.receive(channel))
+    second = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    await layer.send(channel, {"type": "only"})
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await asyncio.wait_for(second, 1) == {"type": "only"}
+    # Cancelled with nobody else waiting: the message stays for the next receive.
+    third = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    await layer.send(channel, {"type": "kept"})
+    third.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    assert await asyncio.wait_for(layer.receive(channel), 1) == {"type": "kept"}
+
+
+async def test_in_memory_layer_groups_and_names():
+    layer = InMemoryChannelLayer(group_expiry=1, clean_interval=0)
+    names = {await layer.new_channel() for _ in range(1000)}
+    assert len(names) == 1000
+    for name in names:
+        layer.require_valid_channel_name(name)
+    a, b, c = sorted(names)[:3]
+    for channel in (a, b, c):
+        await layer.group_add("store-1", channel)
+    await layer.group_discard("store-1", c)
+    await layer.group_send("store-1", {"type": "status"})
+    assert await layer.receive(a) == {"type": "status"}
+    assert await layer.receive(b) == {"type": "status"}
+    assert c not in layer.channels
+    layer.groups["store-1"][a] = time.time() - 5  # joined longer ago than group_expiry
+    await layer.group_send("store-1", {"type": "later"})
+    assert list(layer.groups["store-1"]) == [b]
+    await layer.flush()
+    assert (layer.channels, layer.groups) == ({}, {})
 
 
 pytestmark = pytest.mark.asyncio
