@@ -135,6 +135,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["TEST"] = {"NAME": env_str("SQLITE_TEST_NAME") or None}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, health-checking a reused connection at most once a second instead of
+    # before every frame's hop (posgateway/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "posgateway.postgresql"
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     _options["options"] = (
         f"{_options.get('options', '')} -c lock_timeout={int(DB_LOCK_TIMEOUT_S * 1000)}".strip()
