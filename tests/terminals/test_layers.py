@@ -83,32 +83,32 @@ async def test_in_memory_layer_keeps_order_and_capacity():
     assert [await layer.receive(channel) for _ in range(2)] == [{"type": "a"}, {"type": "b"}]
 
 
+async def cancel(task: asyncio.Future) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_in_memory_layer_loses_nothing_to_a_cancelled_receiver():
     layer = InMemoryChannelLayer()
     channel = await layer.new_channel()
     # Cancelled while waiting: gone from the channel, which is forgotten.
     gone = asyncio.ensure_future(layer.receive(channel))
     await asyncio.sleep(0)
-    gone.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await gone
+    await cancel(gone)
     assert layer.channels == {}
     # Woken for a message, then cancelled before it ran: the next receiver gets the message.
     first = asyncio.ensure_future(layer.receive(channel))
     second = asyncio.ensure_future(layer.receive(channel))
     await asyncio.sleep(0)
     await layer.send(channel, {"type": "only"})
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
+    await cancel(first)
     assert await asyncio.wait_for(second, 1) == {"type": "only"}
     # Cancelled with nobody else waiting: the message stays for the next receive.
     third = asyncio.ensure_future(layer.receive(channel))
     await asyncio.sleep(0)
     await layer.send(channel, {"type": "kept"})
-    third.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await third
+    await cancel(third)
     assert await asyncio.wait_for(layer.receive(channel), 1) == {"type": "kept"}
 
 
