@@ -146,6 +146,16 @@ async def test_the_command_approves_and_stops_after_count(sim_gateway: Gateway):
             await start_payment(desktop, "SIM-cli")
             done = await complete(desktop, "SIM-cli")
             output, _ = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError as exc:
+        # What the command and the server said, to tell a slow start from a lost update.
+        if proc.returncode is None:
+            proc.kill()
+        said, _ = await proc.communicate()
+        server_log = await asyncio.to_thread(sim_gateway.server.log)
+        raise AssertionError(
+            f"timed out; the command said:\n{said.decode(errors='replace')}\n"
+            f"the server's log ends:\n{server_log[-3000:]}"
+        ) from exc
     finally:
         if proc.returncode is None:
             proc.kill()
