@@ -756,12 +756,13 @@ def results_ack(*, desktop: Device, seq: Any, outbox: Outbox | None = None) -> N
 # --- Reconnection ----------------------------------------------------------------------------
 
 
-def unacked_results(*, desktop_pk: int) -> list[dict[str, Any]]:
-    """Every result of this desktop device not yet acknowledged, in seq order."""
+def unacked_results(*, desktop_pk: int, after_seq: int = 0) -> list[dict[str, Any]]:
+    """Every result of this desktop device not yet acknowledged (numbered above ``after_seq``),
+    in seq order."""
     since = timezone.now() - dt.timedelta(seconds=settings.REDELIVERY_WINDOW_S)
     return list(
         DesktopMessage.objects.filter(
-            device_id=desktop_pk, acked_at__isnull=True, created_at__gte=since
+            device_id=desktop_pk, acked_at__isnull=True, created_at__gte=since, seq__gt=after_seq
         )
         .order_by("seq")
         .values_list("frame", flat=True)

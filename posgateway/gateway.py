@@ -115,7 +115,7 @@ def device_disconnected(*, ctx: DeviceContext, code: int | None, outbox: Outbox)
 def results_after(*, ctx: DeviceContext, seq: int) -> list[dict[str, Any]]:
     """A desktop's unacknowledged results numbered above ``seq``, in seq order: what a socket
     that just saw a gap in the seq of its live pushes has not been sent."""
-    return [f for f in payments.unacked_results(desktop_pk=ctx.device.pk) if f["seq"] > seq]
+    return payments.unacked_results(desktop_pk=ctx.device.pk, after_seq=seq)
 
 
 def device_catch_up(*, ctx: DeviceContext, outbox: Outbox) -> list[dict[str, Any]]:

@@ -67,7 +67,8 @@ def install() -> None:
 
 
 def _install_uvicorn() -> None:
-    """The filter on every handler of uvicorn's loggers (``uvicorn`` and ``uvicorn.access``)."""
+    """The filter on every handler of uvicorn's loggers (by default ``uvicorn`` and
+    ``uvicorn.access`` have them; ``uvicorn.error`` may, with a ``--log-config``)."""
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, RedactSecrets) for f in handler.filters):

@@ -192,10 +192,7 @@ class GatewayConsumer(WebsocketConsumer):
                 "timestamp": now_iso(),
             }
         )
-        for frame in backlog:
-            await self.send_frame(frame)
-            if frame.get("action") == "paymentComplete":
-                self.sent_seq = max(self.sent_seq, frame["seq"])
+        await self._send_stored(backlog)
 
     async def disconnect(self, code: int) -> None:
         LIVE.discard(self)
@@ -301,9 +298,14 @@ class GatewayConsumer(WebsocketConsumer):
             # database, and the next push or the next connect sends them.
             _log_failure(exc, f"reading the results before a push to {self.ctx.connection_id}")
             return
-        for frame in missing:
+        await self._send_stored(missing)
+
+    async def _send_stored(self, frames: list[dict[str, Any]]) -> None:
+        """Frames read from the database (a backlog, missed results), noting the results' seq."""
+        for frame in frames:
             await self.send_frame(frame)
-            self.sent_seq = frame["seq"]
+            if frame.get("action") == "paymentComplete":
+                self.sent_seq = max(self.sent_seq, frame["seq"])
 
     async def gateway_force_disconnect(self, event: dict[str, Any]) -> None:
         LIVE.discard(self)  # closing: no more heartbeat frames to it
@@ -328,10 +330,7 @@ class GatewayConsumer(WebsocketConsumer):
         except Exception as exc:
             _log_failure(exc, f"catching up {self.ctx.connection_id} failed")
             return
-        for frame in backlog:
-            await self.send_frame(frame)
-            if frame.get("action") == "paymentComplete":
-                self.sent_seq = max(self.sent_seq, frame["seq"])
+        await self._send_stored(backlog)
 
     # Channels sets channel_receive in __call__. Left alone, a failing layer (Redis down) kills
     # the consumer at once and daphne drops the socket and the frames the client had already
