@@ -33,9 +33,7 @@ from terminals import services as terminals
 from terminals.models import Device
 from terminals.selectors import device_for_key
 from tests.e2e.conftest import DeviceClient, Gateway, Store
-from tests.security.conftest import MARK, World, nope
-
-MARK_RE = re.compile(MARK, re.IGNORECASE)
+from tests.security.conftest import MARK, MARK_RE, World, nope
 
 
 def body_of(response: Any) -> bytes:
@@ -415,7 +413,7 @@ async def test_a_s_dashboard_socket_gets_no_event_of_b(world, ws_clients):
 # --- The device WebSocket and the Terminal API, over a real daphne ----------------------------
 
 
-B_NAME = re.compile(r"[\w-]*QZX[\w-]*", re.IGNORECASE)
+B_NAME = re.compile(rf"[\w-]*{MARK_RE.pattern}[\w-]*", re.IGNORECASE)
 
 # Both stores in one ``manage.py shell`` (through the services create_device uses): a process
 # start per device would cost more than the probes.
