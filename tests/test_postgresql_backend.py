@@ -99,10 +99,9 @@ def prepared_statements(**env: str) -> list[str]:
     return ast.literal_eval(line.removeprefix("PREPARED "))
 
 
-def test_a_statement_run_again_and_again_is_prepared_once_on_its_connection(django_db_blocker):
+def test_a_statement_run_again_and_again_is_prepared_once_on_its_connection():
     # PostgreSQL then parses and plans the payment's statements once per connection instead of
     # on every payment (a quarter of its CPU per payment in scenario 6, docs/performance.md).
-    with django_db_blocker.unblock():
-        assert prepared_statements() == ["SELECT count(*) FROM pg_class WHERE relpages > $1"]
-        # Behind a pooler that cannot keep them: Django's default, values bound in the client.
-        assert prepared_statements(DB_PREPARED_STATEMENTS="off") == []
+    assert prepared_statements() == ["SELECT count(*) FROM pg_class WHERE relpages > $1"]
+    # Behind a pooler that cannot keep them: Django's default, values bound in the client.
+    assert prepared_statements(DB_PREPARED_STATEMENTS="off") == []
