@@ -70,7 +70,12 @@ def hash_key(key: str) -> str:
 
 
 def generate_key() -> str:
-    return secrets.token_urlsafe(32)
+    """32 random bytes as URL-safe text, never starting with "-": a command line takes such a
+    key for an option (``simulate_terminal --key -Xb…``: "expected one argument")."""
+    while True:
+        key = secrets.token_urlsafe(32)
+        if not key.startswith("-"):
+            return key
 
 
 KEY_PREFIX_LENGTH = 8

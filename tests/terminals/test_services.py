@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import string
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from posgateway.protocol import DIFFERENT_GROUP, TERMINAL_NOT_FOUND, Forbidden, NotFound
 from terminals import services
-from terminals.models import Connection, Device, DeviceType
+from terminals.models import Connection, Device, DeviceType, generate_key
 from terminals.selectors import device_for_key, resolve_terminal
 from tests.factories import Runner, Store, make_device, open_connection
 
@@ -383,6 +384,17 @@ def test_each_device_gets_its_own_key():
     _, second = make_device("store-a", DeviceType.TERMINAL, "TERM-2")
 
     assert first != second
+
+
+def test_a_key_never_starts_with_a_dash_so_a_command_line_takes_it_as_a_value():
+    # One key in 64 did: `manage.py simulate_terminal --key -Xb…` then failed with "argument
+    # --key: expected one argument" (seen in CI). Still 32 random bytes, URL-safe.
+    keys = {generate_key() for _ in range(2000)}
+    assert len(keys) == 2000
+    assert [key for key in keys if key.startswith("-")] == []
+    assert {len(key) for key in keys} == {43}
+    assert set("".join(keys)) <= set(string.ascii_letters + string.digits + "-_")
+    assert any("-" in key for key in keys)  # the alphabet is unchanged, only the first place
 
 
 def test_key_rotation_makes_the_old_key_fail_and_closes_live_sockets(run):
