@@ -26,8 +26,9 @@ from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from posgateway import gateway  # noqa: E402
-from posgateway.realtime import Outbox  # noqa: E402
+from posgateway.core.events import Outbox  # noqa: E402
+from posgateway.gateway import connections as gateway  # noqa: E402
+from posgateway.gateway import delivery  # noqa: E402
 from terminals.models import Connection, Device, DeviceType, Group, generate_key  # noqa: E402
 
 STORES = 100
@@ -97,7 +98,7 @@ def main() -> None:
                 (ctx, _backlog), outbox = connect(keys[kind], f"specific.inmemory!{kind}")
             with CaptureQueriesContext(connection) as qd:
                 gateway.device_disconnected(ctx=ctx, code=1000, outbox=Outbox())
-            sends = (len(outbox.messages), len(outbox.group_messages))
+            sends = tuple(len(m) for m in delivery.messages(outbox.events))
             print(
                 f"  {kind:<8} connect {len(q.captured_queries):>2} queries (1 hop), layer sends "
                 f"{sends} (channel, group); disconnect {len(qd.captured_queries)} queries (1 hop)"

@@ -135,7 +135,7 @@ def measure(size: int, *, trace: bool) -> dict:
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIRequestFactory, force_authenticate
 
-    from payments.api import TransactionViewSet
+    from posgateway.rest.payments import TransactionViewSet
 
     view = TransactionViewSet.as_view({"get": "export"})
     user = get_user_model().objects.get(username="bench")

@@ -6,7 +6,7 @@ thread hops, and CPU split between building SQL (the ORM) and running it (the da
     python bench/payment_cost.py --postgres      # a throwaway database on BENCH_POSTGRES_URL's
                                                  # server (postgres://postgres@127.0.0.1:5432/test)
 
-It calls the same handlers the WebSocket consumer dispatches to (posgateway.dispatch), in the
+It calls the same handlers the WebSocket consumer dispatches to (posgateway.gateway.actions), in the
 order a payment round trip runs them: the desktop's ``payment``, the terminal's
 ``paymentResponse`` and the desktop's ``ack`` (every 10th payment, as bench/loadgen.py does).
 Each is one worker-thread hop in the consumer (``database_sync_to_async``). Channel-layer
@@ -32,13 +32,12 @@ from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from posgateway import gateway  # noqa: E402
-from posgateway.dispatch import build_actions  # noqa: E402
-from posgateway.realtime import Outbox  # noqa: E402
+from posgateway.core.events import Outbox  # noqa: E402
+from posgateway.gateway import connections as gateway  # noqa: E402
+from posgateway.gateway import delivery  # noqa: E402
+from posgateway.gateway.actions import ACTIONS  # noqa: E402
 from terminals.models import Device, DeviceType, Group, generate_key  # noqa: E402
 from terminals.services import connections_touch  # noqa: E402
-
-ACTIONS = build_actions()
 
 
 def setup() -> tuple:
@@ -141,7 +140,8 @@ def touch_cost(desktop, terminal, rounds: int = 200) -> None:
 
 
 def sends(outbox: Outbox) -> tuple[int, int]:
-    return len(outbox.messages), len(outbox.group_messages)
+    to_devices, to_groups = delivery.messages(outbox.events)
+    return len(to_devices), len(to_groups)
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
-"""How accounting reads payments: CSV columns, cell values and the streamed response.
+"""How accounting reads payments: CSV columns, cell values and the CSV text.
 
 The columns and their order are fixed by the contract (section 7). Amounts are decimal strings
 with the currency's minor units, times are UTC ISO 8601, ``businessDate`` is the store's local
-date. A cell that a spreadsheet would run as a formula is prefixed with ``'``.
+date. A cell that a spreadsheet would run as a formula is prefixed with ``'``. The streamed HTTP
+response is posgateway.rest.csv's.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ import datetime as dt
 import functools
 import io
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
-
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, StreamingHttpResponse
 
 from payments.currencies import minor_units
 from payments.validation import format_amount
@@ -130,7 +127,7 @@ def _cell(value: Any) -> str:
 
 
 def utc_iso(value: dt.datetime | None) -> str | None:
-    """``posgateway.protocol.iso`` without strftime: the export formats millions of these."""
+    """``posgateway.core.protocol.iso`` without strftime: the export formats millions of these."""
     if value is None:
         return None
     value = value.astimezone(dt.UTC)
@@ -178,32 +175,3 @@ def csv_chunks(header: Sequence[str], rows: Iterable[Sequence[str]]) -> Iterator
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
-
-
-async def _in_thread(chunks: Iterator[str]) -> AsyncIterator[str]:
-    # Each chunk is made in the request's own thread (thread-sensitive), where the database
-    # cursor of the iterator lives; the event loop only passes the text on.
-    done = object()
-    step = sync_to_async(next, thread_sensitive=True)
-    try:
-        while (chunk := await step(chunks, done)) is not done:
-            yield chunk
-    finally:
-        await sync_to_async(chunks.close, thread_sensitive=True)()
-
-
-def csv_response(
-    request: HttpRequest, chunks: Iterator[str], filename: str
-) -> StreamingHttpResponse:
-    """A streamed CSV download named ``filename``.
-
-    Under ASGI (daphne) Django buffers a synchronous iterator whole before sending it, so an
-    ASGI request gets an asynchronous one; WSGI and the test client stream the plain iterator.
-    """
-    content: Iterator[str] | AsyncIterator[str] = chunks
-    if isinstance(getattr(request, "_request", request), ASGIRequest):  # DRF wraps it
-        content = _in_thread(chunks)
-    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "no-store"
-    return response

@@ -13,14 +13,14 @@ from collections import namedtuple
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from payments.exports import money
-from payments.models import Transaction, TransactionStatus
-from posgateway.protocol import TRANSACTION_NOT_FOUND, BadRequest, NotFound
-from terminals.models import Group
-from terminals.selectors import in_user_stores
+from payments.models import IN_FLIGHT_STATUSES, Transaction, TransactionStatus
+from posgateway.core.protocol import TRANSACTION_NOT_FOUND, BadRequest, NotFound
+from terminals.models import Device, DeviceType, Group
+from terminals.selectors import devices_for_user, in_user_stores
 
 # Report ranges are bounded: a year of days per store is plenty for a reconciliation.
 MAX_REPORT_DAYS = 366
@@ -200,3 +200,17 @@ def daily_totals(
             )
     rows.sort(key=lambda r: (r["date"], r["store"], r["currency"]))
     return rows
+
+
+def terminals_for_user(*, user: Any) -> QuerySet[Device]:
+    """The active terminals of the user's stores, each with ``payments_in_flight`` prefetched."""
+    in_flight = Prefetch(
+        "terminal_transactions",
+        queryset=Transaction.objects.filter(status__in=IN_FLIGHT_STATUSES).order_by("-created_at"),
+        to_attr="payments_in_flight",
+    )
+    return (
+        devices_for_user(user=user)
+        .filter(device_type=DeviceType.TERMINAL, is_active=True)
+        .prefetch_related(in_flight)
+    )

@@ -11,7 +11,6 @@ socket: it is pushed at once and again on every connect until the desktop acknow
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 from decimal import Decimal
 from typing import Any
@@ -21,6 +20,16 @@ from django.db import IntegrityError, transaction
 from django.db import connection as db
 from django.utils import timezone
 
+from payments.events import (
+    CancelForwarded,
+    CancelRequested,
+    PaymentAccepted,
+    PaymentChanged,
+    PaymentForwarded,
+    PaymentsDelivered,
+    ResultPushed,
+    StoredResult,
+)
 from payments.models import (
     FINAL_STATUSES,
     IN_FLIGHT_STATUSES,
@@ -31,9 +40,9 @@ from payments.models import (
     TransactionEvent,
     TransactionStatus,
 )
-from payments.validation import format_amount, validate_payment_request, validate_payment_response
-from posgateway.dashboard import events as dashboard
-from posgateway.protocol import (
+from payments.validation import validate_payment_request, validate_payment_response
+from posgateway.core.events import Outbox
+from posgateway.core.protocol import (
     TERMINAL_BUSY,
     TERMINAL_NOT_FOUND,
     TRANSACTION_ID_REUSED,
@@ -41,19 +50,18 @@ from posgateway.protocol import (
     BadRequest,
     Conflict,
     NotFound,
-    iso,
     now_iso,
 )
-from posgateway.realtime import Outbox
-from posgateway.sql import db as _db
-from posgateway.sql import dt_param as _dt
-from posgateway.sql import execute as _execute
-from posgateway.sql import insert as _insert
-from posgateway.sql import loaded as _loaded
-from sessions.models import OperationType, RequestStatus, SessionState, TerminalRequest
-from sessions.services import waiting_screen
-from terminals.models import Connection, Device, DeviceType
-from terminals.selectors import live_connection, resolve_terminal
+from posgateway.core.sql import db as _db
+from posgateway.core.sql import dt_param as _dt
+from posgateway.core.sql import execute as _execute
+from posgateway.core.sql import insert as _insert
+from posgateway.core.sql import loaded as _loaded
+from posgateway.core.sql import statement
+from terminals import occupancy
+from terminals.models import Connection, Device
+from terminals.selectors import live_connection, names_terminal, resolve_terminal
+from terminals.services import desktop_next_seq, desktop_seq_acked
 
 logger = logging.getLogger("payments")
 
@@ -69,9 +77,11 @@ def _log(txn: Transaction, what: str, old: str = "", new: str = "") -> None:
 # alike; values are prepared by the model fields, as the ORM prepares them.
 
 
-_INSERT_EVENTS = (
-    "INSERT INTO payments_transactionevent"
-    " (transaction_id, created_at, kind, source, old_status, new_status, detail) VALUES "
+_INSERT_EVENTS = statement(
+    "INSERT INTO {TransactionEvent} ({TransactionEvent.transaction}, {TransactionEvent.created_at},"
+    " {TransactionEvent.kind}, {TransactionEvent.source}, {TransactionEvent.old_status},"
+    " {TransactionEvent.new_status}, {TransactionEvent.detail}) VALUES ",
+    TransactionEvent,
 )
 _EVENT_VALUES = "(%s, %s, %s, %s, %s, %s, %s)"
 # An ack may cover thousands of results: SQLite takes at most 999 parameters per statement.
@@ -93,100 +103,18 @@ def _insert_events(*events: tuple[int, str, str, str, str, dict]) -> None:
         _execute(_INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(batch)), params)
 
 
-# --- Frames ----------------------------------------------------------------------------------
-
-
-def payment_request_body(txn: Transaction) -> dict[str, Any]:
-    """The normalised payment request as the terminal receives it."""
-    return {
-        "transactionId": txn.transaction_id,
-        "amount": format_amount(txn.amount, txn.currency),
-        "currency": txn.currency,
-        "paymentMethod": txn.payment_method,
-        "products": txn.products,
-        "customerInfo": txn.customer_info,
-        "metadata": txn.metadata,
-    }
-
-
-def payment_request_frame(
-    txn: Transaction, *, resent: bool = False, in_session: bool = True
-) -> dict[str, Any]:
-    """``in_session`` False: the caller knows the terminal has no active session (no lookup)."""
-    frame: dict[str, Any] = {
-        "action": "paymentRequest",
-        "desktopId": txn.desktop_connection_id,
-        "paymentRequest": payment_request_body(txn),
-        "timestamp": now_iso(),
-    }
-    if in_session:
-        screen = waiting_screen(terminal_pk=txn.terminal_id, operation_type=OperationType.PAYMENT)
-        if screen is not None:
-            frame["waitingScreen"] = screen
-    if resent:
-        frame["resent"] = True
-    return frame
-
-
-def payment_accepted_frame(
-    txn: Transaction, *, terminal_ref: str, connection: Connection | None, duplicate: bool = False
-) -> dict[str, Any]:
-    frame: dict[str, Any] = {
-        "action": "paymentAccepted",
-        "transactionId": txn.transaction_id,
-        "terminalId": terminal_ref,
-        "deviceId": txn.terminal.device_id or None,
-        "connectionId": connection.connection_id if connection else None,
-        "status": txn.status,
-        "timestamp": now_iso(),
-    }
-    if duplicate:
-        frame["duplicate"] = True
-    return frame
-
-
-def cancel_frame(txn: Transaction) -> dict[str, Any]:
-    return {
-        "action": "cancelPayment",
-        "transactionId": txn.transaction_id,
-        "timestamp": now_iso(),
-    }
-
-
-def transaction_status_frame(txn: Transaction) -> dict[str, Any]:
-    return {
-        "action": "transactionStatus",
-        "transactionId": txn.transaction_id,
-        "status": txn.status,
-        "paymentResponse": txn.payment_response if txn.is_final else None,
-        "late": txn.late,
-        "createdAt": iso(txn.created_at),
-        "updatedAt": iso(txn.updated_at),
-        "completedAt": iso(txn.completed_at),
-        "timestamp": now_iso(),
-    }
-
-
 # --- Starting a payment ----------------------------------------------------------------------
 
 
-# What a new payment needs to know, in one read: whether its transactionId is already taken
-# in the store, the terminal named by deviceId with its current connection, a display or input
-# request in flight on it, and whether it has an active session (its waitingScreen).
-# Each subquery finds at most one row: a unique constraint stands behind every one of them.
-# Read in the payment's transaction, as the session was before: on SQLite nothing can begin
-# between this read and the insert.
-_PAYMENT_TARGET = (
-    "SELECT (SELECT t.id FROM payments_transaction t"  # noqa: S608 (constants)
-    " WHERE t.group_id = %s AND t.transaction_id = %s),"
-    " d.id, d.device_id, c.id, c.connection_id, c.channel_name, c.closed_at,"
-    " (SELECT r.request_id FROM terminal_sessions_terminalrequest r"
-    f" WHERE r.terminal_id = d.id AND r.status = '{RequestStatus.IN_PROGRESS.value}'),"
-    " (SELECT s.id FROM terminal_sessions_terminalsession s"
-    f" WHERE s.terminal_id = d.id AND s.state = '{SessionState.ACTIVE.value}')"
-    " FROM (SELECT 1 AS one) x LEFT OUTER JOIN terminals_device d ON d.group_id = %s"
-    f" AND d.device_type = '{DeviceType.TERMINAL.value}' AND d.device_id = %s AND d.is_active = %s"
-    " LEFT OUTER JOIN terminals_connection c ON c.id = d.current_connection_id"
+# The session operation type under which a payment carries the waitingScreen
+# (sessions.models.OperationType.PAYMENT; the sessions app checks they agree).
+OPERATION_TYPE = "Payment"
+
+# Whether the transactionId is taken in the store, asked in the terminal's resolution statement.
+_EXISTING = statement(
+    "(SELECT t.{Transaction.id} FROM {Transaction} t"
+    " WHERE t.{Transaction.group} = %s AND t.{Transaction.transaction_id} = %s)",
+    Transaction,
 )
 
 
@@ -197,8 +125,8 @@ def payment_start(
     terminal_id: str,
     payment_request: Any,
     outbox: Outbox,
-) -> dict[str, Any]:
-    """Validate, store and forward a payment; returns the frame that answers the desktop.
+) -> PaymentAccepted | StoredResult:
+    """Validate, store and forward a payment; returns what the desktop is answered.
 
     Idempotent on transactionId per store: a repeat while in flight is answered with the
     current state and not forwarded again; a repeat after completion gets the stored result.
@@ -207,18 +135,34 @@ def payment_start(
     tid = request["transactionId"]
     _check_storable(request["amount"], tid)
     group_id = desktop.group_id
+    terminal = None
     try:
         with transaction.atomic():
-            existing_pk, terminal, live, busy_request, in_session = _payment_target(
-                group_id, tid, terminal_id
+            # One statement: the transactionId in the store, the terminal with its connection,
+            # other work in flight on it, and whether it may have an active session. Read in
+            # the payment's transaction: on SQLite nothing can begin between it and the insert.
+            others = occupancy.in_flight_kinds(exclude=Transaction)
+            resolution = resolve_terminal(
+                group_id=group_id,
+                terminal_id=terminal_id,
+                also=[
+                    (_EXISTING, (group_id, tid)),
+                    *((kind.subquery("d.id"), ()) for kind in others),
+                    (occupancy.session_subquery("d.id"), ()),
+                ],
             )
+            existing_pk, *busy_ids, in_session = resolution.extras
             if existing_pk is not None:
                 existing = Transaction.objects.select_related("terminal").get(pk=existing_pk)
                 return _payment_repeat(existing, request, terminal_id, outbox)
+            if isinstance(resolution.error, NotFound):
+                resolution.error.extra["transactionId"] = tid
+            terminal, live = resolution.require()
             if live is None:
                 raise NotFound(TERMINAL_NOT_FOUND, transactionId=tid)
-            if busy_request is not None:
-                raise Conflict(TERMINAL_BUSY, transactionId=tid, inFlightRequestId=busy_request)
+            for kind, busy_id in zip(others, busy_ids, strict=True):
+                if busy_id is not None:
+                    raise Conflict(TERMINAL_BUSY, transactionId=tid, **{kind.key: busy_id})
             txn = _payment_insert(desktop, desktop_connection_id, terminal, terminal_id, request)
             _insert_events(
                 (txn.pk, EventKind.REQUESTED, EventSource.DESKTOP, "", "PENDING", {}),
@@ -231,14 +175,13 @@ def payment_start(
                     {"connectionId": live.connection_id},
                 ),
             )
-            outbox.frame(
-                live.channel_name,
-                payment_request_frame(txn, in_session=in_session),
-                on_fail=functools.partial(
-                    payment_forward_failed, group_id=txn.group_id, transaction_id=tid
-                ),
-            )
-            dashboard.payment_changed(outbox, txn, EventKind.FORWARDED)
+            screen = None
+            if in_session is not None:
+                screen = occupancy.waiting_screen(
+                    terminal_pk=terminal.pk, operation_type=OPERATION_TYPE
+                )
+            outbox.publish(PaymentForwarded(txn, desktop_connection_id, screen, live.channel_name))
+            outbox.publish(PaymentChanged.of(txn, EventKind.FORWARDED))
     except IntegrityError:
         # Lost a race with another request: the same transactionId, or the terminal got busy.
         existing = (
@@ -248,54 +191,12 @@ def payment_start(
         )
         if existing is not None:
             return _payment_repeat(existing, request, terminal_id, outbox)
-        busy = _busy(terminal, tid)
+        busy = _busy(terminal, tid) if terminal is not None else None
         if busy is None:
             raise  # neither race: the database refused for a reason of its own
         raise busy from None
     _log(txn, f"forwarded to terminal {terminal.device_id or terminal.pk}", "PENDING", txn.status)
-    return payment_accepted_frame(txn, terminal_ref=terminal_id, connection=live)
-
-
-def _payment_target(
-    group_id: int, tid: str, terminal_id: str
-) -> tuple[int | None, Device | None, Connection | None, str | None, bool]:
-    """(pk of the store's transaction ``tid`` if it exists, the terminal, its live connection,
-    the display or input request in flight on it, whether it may have an active session)."""
-    row = _execute(_PAYMENT_TARGET, [group_id, tid, group_id, terminal_id, True], fetch="one")
-    existing_pk, terminal_pk, device_id, conn_pk, conn_id, channel, closed_at, busy, session = row
-    if existing_pk is not None:
-        return existing_pk, None, None, None, False
-    if terminal_pk is None:  # not a deviceId of the store: a connectionId, or unknown
-        try:
-            terminal, live = resolve_terminal(group_id=group_id, terminal_id=terminal_id)
-        except NotFound as exc:
-            exc.extra["transactionId"] = tid
-            raise
-        busy = (
-            TerminalRequest.objects.filter(terminal=terminal, status=RequestStatus.IN_PROGRESS)
-            .values_list("request_id", flat=True)
-            .first()
-        )
-        return None, terminal, live, busy, True
-    terminal = _loaded(
-        Device,
-        id=terminal_pk,
-        group_id=group_id,
-        device_type=DeviceType.TERMINAL.value,
-        device_id=device_id,
-        is_active=True,
-    )
-    live = None
-    if conn_pk is not None and closed_at is None:  # its current connection, while open
-        live = _loaded(
-            Connection,
-            id=conn_pk,
-            connection_id=conn_id,
-            device_id=terminal_pk,
-            channel_name=channel,
-            closed_at=None,
-        )
-    return None, terminal, live, busy, session is not None
+    return PaymentAccepted(txn, terminal_id, live.connection_id)
 
 
 def _payment_insert(
@@ -354,19 +255,15 @@ def _busy(terminal: Device, tid: str) -> Conflict | None:
     return Conflict(TERMINAL_BUSY, transactionId=tid, inFlightTransactionId=in_flight)
 
 
-def _same_terminal(txn: Transaction, terminal_id: str) -> bool:
-    if terminal_id in (txn.terminal_ref, txn.terminal.device_id):
-        return True
-    return Connection.objects.filter(connection_id=terminal_id, device_id=txn.terminal_id).exists()
-
-
 def _payment_repeat(
     txn: Transaction, request: dict[str, Any], terminal_id: str, outbox: Outbox
-) -> dict[str, Any]:
+) -> PaymentAccepted | StoredResult:
     same = (
         Decimal(request["amount"]) == txn.amount
         and request["currency"] == txn.currency
-        and _same_terminal(txn, terminal_id)
+        and names_terminal(
+            terminal=txn.terminal, terminal_id=terminal_id, as_named=txn.terminal_ref
+        )
     )
     if not same:
         raise Conflict(TRANSACTION_ID_REUSED, transactionId=txn.transaction_id)
@@ -376,20 +273,20 @@ def _payment_repeat(
         source=EventSource.DESKTOP,
         detail={"status": txn.status},
     )
-    dashboard.payment_changed(outbox, txn, EventKind.DUPLICATE)
+    outbox.publish(PaymentChanged.of(txn, EventKind.DUPLICATE))
     _log(txn, f"repeated by the desktop while {txn.status}")
     if txn.is_final:
-        return _stored_result_frame(txn)
+        return StoredResult(_stored_result(txn))
     live = live_connection(device_id=txn.terminal_id)
-    return payment_accepted_frame(txn, terminal_ref=terminal_id, connection=live, duplicate=True)
+    return PaymentAccepted(txn, terminal_id, live.connection_id if live else None, duplicate=True)
 
 
-def _stored_result_frame(txn: Transaction) -> dict[str, Any]:
+def _stored_result(txn: Transaction) -> dict[str, Any]:
+    """The result of a finished payment as its desktop was last sent it."""
     message = DesktopMessage.objects.filter(transaction=txn).order_by("-seq").only("frame").first()
     if message is not None:
         return message.frame
     return {  # a result from before results were numbered; never expected in practice
-        "action": "paymentComplete",
         "transactionId": txn.transaction_id,
         "paymentResponse": txn.payment_response,
         "late": txn.late,
@@ -422,7 +319,16 @@ def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -
     tid = response["transactionId"]
     new = response["status"]
     with transaction.atomic():
-        if _record_in_progress_result(terminal, response, outbox):
+        if _record_result(
+            terminal,
+            response,
+            where=_WHERE_IN_PROGRESS,
+            params=[terminal.group_id, tid, terminal.pk],
+            old=TransactionStatus.IN_PROGRESS,
+            kind=EventKind.RESULT,
+            late=False,
+            outbox=outbox,
+        ):
             return
         # FOR NO KEY UPDATE: rows that merely reference this one (an ack's "delivered" event)
         # must not wait for it, or an ack holding the desktop row deadlocks with a late result.
@@ -434,8 +340,9 @@ def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -
         if txn is None:
             raise NotFound(TRANSACTION_NOT_FOUND, transactionId=tid)
         old = txn.status
+        by_pk = {"where": _WHERE_PK, "params": [txn.pk], "old": old, "outbox": outbox}
         if old in IN_FLIGHT_STATUSES:
-            _record_result(txn, response, EventKind.RESULT, False, outbox)
+            _record_result(terminal, response, kind=EventKind.RESULT, late=False, **by_pk)
             return
         if old == new:
             return  # the terminal repeated a result we already have
@@ -445,7 +352,7 @@ def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -
             old == TransactionStatus.FAILED
             and txn.events.filter(kind=EventKind.FAILED, source=EventSource.GATEWAY).exists()
         ):
-            _record_result(txn, response, EventKind.LATE_RESULT, True, outbox)
+            _record_result(terminal, response, kind=EventKind.LATE_RESULT, late=True, **by_pk)
             return
         TransactionEvent.objects.create(
             transaction=txn,
@@ -455,28 +362,48 @@ def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -
             new_status=old,
             detail={"paymentResponse": response},
         )
-        dashboard.payment_changed(outbox, txn, EventKind.IGNORED_RESULT)
+        outbox.publish(PaymentChanged.of(txn, EventKind.IGNORED_RESULT))
         _log(txn, f"conflicting result {new} ignored, already {old}")
     # Raised after the commit, so the ignored result stays in the event log.
     raise Conflict("Transaction already completed", transactionId=tid, status=old)
 
 
-# The usual result: the payment is IN_PROGRESS, and this statement both finds and finishes it.
-# On PostgreSQL the UPDATE takes the same row lock (FOR NO KEY UPDATE) as the locking read of
-# payment_result, and re-checks the status once it has it: a payment a timeout finished
-# meanwhile is not found here and goes the locking read's way (a late result).
-_RECORD_IN_PROGRESS_RESULT = (
-    "UPDATE payments_transaction SET status = %s, authorization_code = %s,"  # noqa: S608
-    " error_message = %s,"
-    " payment_response = %s, completed_at = %s, updated_at = %s"
-    " WHERE group_id = %s AND transaction_id = %s AND terminal_id = %s"
-    f" AND status = '{TransactionStatus.IN_PROGRESS.value}'"
-    " RETURNING id, desktop_id, late"
+# Recording a terminal's result, the one implementation of that state change. The usual case
+# (the payment is IN_PROGRESS) is one statement that both finds and finishes it: on PostgreSQL
+# the UPDATE takes the same row lock (FOR NO KEY UPDATE) as the locking read of payment_result,
+# and re-checks the status once it has it: a payment a timeout finished meanwhile is not found
+# and goes the locking read's way (a late result), which records it by primary key.
+_RECORD_RESULT = statement(
+    "UPDATE {Transaction} SET {Transaction.status} = %s,"
+    " {Transaction.late} = ({Transaction.late} OR %s), {Transaction.authorization_code} = %s,"
+    " {Transaction.error_message} = %s, {Transaction.payment_response} = %s,"
+    " {Transaction.completed_at} = %s, {Transaction.updated_at} = %s WHERE ",
+    Transaction,
+)
+_WHERE_IN_PROGRESS = statement(
+    "{Transaction.group} = %s AND {Transaction.transaction_id} = %s"
+    " AND {Transaction.terminal} = %s"
+    f" AND {{Transaction.status}} = '{TransactionStatus.IN_PROGRESS.value}'",
+    Transaction,
+)
+_WHERE_PK = statement("{Transaction.id} = %s", Transaction)
+_RETURNING = statement(
+    " RETURNING {Transaction.id}, {Transaction.desktop}, {Transaction.late}", Transaction
 )
 
 
-def _record_in_progress_result(terminal: Device, response: dict[str, Any], outbox: Outbox) -> bool:
-    """``_record_result`` of an IN_PROGRESS payment in one statement; False if there is none."""
+def _record_result(
+    terminal: Device,
+    response: dict[str, Any],
+    *,
+    where: str,
+    params: list[Any],
+    old: str,
+    kind: str,
+    late: bool,
+    outbox: Outbox,
+) -> bool:
+    """Store the terminal's result on the payment ``where`` finds; False if it finds none."""
     tid, new = response["transactionId"], response["status"]
     code = (response.get("authorizationCode") or "")[:64]
     error = response.get("errorMessage") or ""
@@ -484,23 +411,22 @@ def _record_in_progress_result(terminal: Device, response: dict[str, Any], outbo
     stamp = _dt(now)
     payment_response = Transaction._meta.get_field("payment_response")
     row = _execute(
-        _RECORD_IN_PROGRESS_RESULT,
+        _RECORD_RESULT + where + _RETURNING,
         [
             new,
+            late,
             code,
             error,
             payment_response.get_db_prep_save(response, _db()),
             stamp,
             stamp,
-            terminal.group_id,
-            tid,
-            terminal.pk,
+            *params,
         ],
         fetch="one",
     )
     if row is None:
         return False
-    pk, desktop_pk, late = row
+    pk, desktop_pk, stored_late = row
     txn = _loaded(
         Transaction,
         id=pk,
@@ -509,77 +435,52 @@ def _record_in_progress_result(terminal: Device, response: dict[str, Any], outbo
         terminal_id=terminal.pk,
         desktop_id=desktop_pk,
         status=new,
-        late=bool(late),
+        late=bool(stored_late),
         authorization_code=code,
         error_message=error,
         payment_response=response,
         completed_at=now,
         updated_at=now,
     )
-    _result_recorded(txn, TransactionStatus.IN_PROGRESS, EventKind.RESULT, False, outbox)
-    return True
-
-
-def _record_result(
-    txn: Transaction, response: dict[str, Any], kind: str, late: bool, outbox: Outbox
-) -> None:
-    old, new = txn.status, response["status"]
-    txn.status = new
-    txn.late = txn.late or late
-    txn.authorization_code = (response.get("authorizationCode") or "")[:64]
-    txn.error_message = response.get("errorMessage") or ""
-    txn.payment_response = response
-    txn.completed_at = timezone.now()
-    txn.save(
-        update_fields=[
-            "status",
-            "late",
-            "authorization_code",
-            "error_message",
-            "payment_response",
-            "completed_at",
-            "updated_at",
-        ]
-    )
     _result_recorded(txn, old, kind, late, outbox)
+    return True
 
 
 def _result_recorded(txn: Transaction, old: str, kind: str, late: bool, outbox: Outbox) -> None:
     """After a terminal's result is stored: its event, the dashboards, the log, the desktop."""
     detail = {"late": late} if late else {}
     _insert_events((txn.pk, kind, EventSource.TERMINAL, old, txn.status, detail))
-    dashboard.payment_changed(outbox, txn, kind)
+    outbox.publish(PaymentChanged.of(txn, kind))
     _log(txn, "late result" if late else "result", old, txn.status)
     _push_result(txn, outbox)
 
 
-# The desktop's next seq: the UPDATE locks its device row (as connects and acks do) and
-# returns the new value in the same statement.
-_NEXT_SEQ = "UPDATE terminals_device SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq"
 # The result's message, returning the desktop's live connection of now. Read in this statement,
-# after the lock: on PostgreSQL a statement sees what committed before it began, so a desktop
-# that reconnected while we waited for its row is reached on its new connection.
-_MESSAGE_RETURNING = (
-    "id, (SELECT c.channel_name FROM terminals_connection c WHERE c.device_id = %s"
-    " AND c.closed_at IS NULL ORDER BY c.connected_at DESC LIMIT 1)"
+# after desktop_next_seq locked the desktop's row: on PostgreSQL a statement sees what committed
+# before it began, so a desktop that reconnected while we waited for its row is reached on its
+# new connection.
+_MESSAGE_RETURNING = statement(
+    "id, (SELECT c.{Connection.channel_name} FROM {Connection} c"
+    " WHERE c.{Connection.device} = %s AND c.{Connection.closed_at} IS NULL"
+    " ORDER BY c.{Connection.connected_at} DESC LIMIT 1)",
+    Connection,
 )
 
 
 def _push_result(txn: Transaction, outbox: Outbox) -> DesktopMessage:
     """Number the result for its desktop device, keep it until acked, push it now."""
-    (seq,) = _execute(_NEXT_SEQ, [txn.desktop_id], fetch="one")
-    frame = {
-        "action": "paymentComplete",
+    seq = desktop_next_seq(desktop_pk=txn.desktop_id)
+    result = {
         "seq": seq,
         "transactionId": txn.transaction_id,
         "paymentResponse": txn.payment_response,
         "late": txn.late,
         "timestamp": now_iso(),
     }
-    message = DesktopMessage(device_id=txn.desktop_id, seq=seq, transaction=txn, frame=frame)
+    message = DesktopMessage(device_id=txn.desktop_id, seq=seq, transaction=txn, frame=result)
     message.pk, channel = _insert(message, returning=_MESSAGE_RETURNING, params=(txn.desktop_id,))
     if channel is not None:
-        outbox.frame(channel, frame)
+        outbox.publish(ResultPushed(result, channel))
     return message
 
 
@@ -632,12 +533,12 @@ def _finish_by_gateway(
             old_status=old,
             new_status=status,
         )
-        dashboard.payment_changed(outbox, txn, kind)
+        outbox.publish(PaymentChanged.of(txn, kind))
         _log(txn, error_message, old, status)
         if status == TransactionStatus.TIMEOUT:
             live = live_connection(device_id=txn.terminal_id)
             if live is not None:
-                outbox.frame(live.channel_name, cancel_frame(txn))
+                outbox.publish(CancelForwarded(txn.transaction_id, live.channel_name))
         _push_result(txn, outbox)
     return txn
 
@@ -681,11 +582,13 @@ def _get(group_id: int, transaction_id: Any) -> Transaction:
     return txn
 
 
-def payment_cancel(*, group_id: int, transaction_id: Any, outbox: Outbox) -> dict[str, Any]:
+def payment_cancel(
+    *, group_id: int, transaction_id: Any, outbox: Outbox
+) -> CancelRequested | StoredResult:
     """Ask the terminal to cancel; its answer (or the timeout) decides the outcome."""
     txn = _get(group_id, transaction_id)
     if txn.is_final:
-        return _stored_result_frame(txn)
+        return StoredResult(_stored_result(txn))
     TransactionEvent.objects.create(
         transaction=txn,
         kind=EventKind.CANCEL_REQUESTED,
@@ -693,38 +596,33 @@ def payment_cancel(*, group_id: int, transaction_id: Any, outbox: Outbox) -> dic
         old_status=txn.status,
         new_status=txn.status,
     )
-    dashboard.payment_changed(outbox, txn, EventKind.CANCEL_REQUESTED)
+    outbox.publish(PaymentChanged.of(txn, EventKind.CANCEL_REQUESTED))
     live = live_connection(device_id=txn.terminal_id)
     if live is not None:
-        outbox.frame(live.channel_name, cancel_frame(txn))
+        outbox.publish(CancelForwarded(txn.transaction_id, live.channel_name))
     _log(txn, "cancel requested" + ("" if live else " (terminal not connected)"))
-    return {
-        "action": "cancelRequested",
-        "transactionId": txn.transaction_id,
-        "status": txn.status,
-        "forwarded": live is not None,
-        "timestamp": now_iso(),
-    }
+    return CancelRequested(txn, forwarded=live is not None)
 
 
-def payment_status(*, group_id: int, transaction_id: Any) -> dict[str, Any]:
-    return transaction_status_frame(_get(group_id, transaction_id))
+def payment_status(*, group_id: int, transaction_id: Any) -> Transaction:
+    """The store's transaction of this transactionId, for the desktop asking about it."""
+    return _get(group_id, transaction_id)
 
 
-# The desktop's device row, locked by the UPDATE that records the ack if seq has been sent.
-# acked_seq rises only when the ack acknowledges a message, and never past an unacked one:
-# connects trust it to skip the backlog (acked_seq == last_seq).
-_ACK_DEVICE = (
-    "UPDATE terminals_device SET acked_seq = CASE WHEN acked_seq < %s AND EXISTS"
-    " (SELECT 1 FROM payments_desktopmessage m WHERE m.device_id = terminals_device.id"
-    " AND m.seq <= %s AND m.acked_at IS NULL) THEN %s ELSE acked_seq END"
-    " WHERE id = %s AND last_seq >= %s RETURNING id"
+# Whether a result up to seq is still unacknowledged (the desktop's ack then moves acked_seq).
+_UNACKED_UP_TO = statement(
+    "EXISTS (SELECT 1 FROM {DesktopMessage} m WHERE m.{DesktopMessage.device} = %s"
+    " AND m.{DesktopMessage.seq} <= %s AND m.{DesktopMessage.acked_at} IS NULL)",
+    DesktopMessage,
 )
-_ACK_MESSAGES = (
-    "UPDATE payments_desktopmessage SET acked_at = %s"
-    " WHERE device_id = %s AND seq <= %s AND acked_at IS NULL"
-    " RETURNING transaction_id, seq, (SELECT t.transaction_id FROM payments_transaction t"
-    " WHERE t.id = payments_desktopmessage.transaction_id)"
+_ACK_MESSAGES = statement(
+    "UPDATE {DesktopMessage} SET {DesktopMessage.acked_at} = %s"
+    " WHERE {DesktopMessage.device} = %s AND {DesktopMessage.seq} <= %s"
+    " AND {DesktopMessage.acked_at} IS NULL RETURNING {DesktopMessage.transaction},"
+    " {DesktopMessage.seq}, (SELECT t.{Transaction.transaction_id} FROM {Transaction} t"
+    " WHERE t.{Transaction.id} = {DesktopMessage}.{DesktopMessage.transaction})",
+    DesktopMessage,
+    Transaction,
 )
 
 
@@ -733,7 +631,9 @@ def results_ack(*, desktop: Device, seq: Any, outbox: Outbox | None = None) -> N
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise BadRequest("seq must be a non-negative integer")
     with transaction.atomic():
-        if _execute(_ACK_DEVICE, [seq, seq, seq, desktop.pk, seq], fetch="one") is None:
+        if not desktop_seq_acked(
+            desktop_pk=desktop.pk, seq=seq, unacked=(_UNACKED_UP_TO, [desktop.pk, seq])
+        ):
             device = Device.objects.only("pk", "last_seq").get(pk=desktop.pk)
             raise BadRequest(f"seq {seq} has not been sent yet (last is {device.last_seq})")
         now = timezone.now()
@@ -750,27 +650,31 @@ def results_ack(*, desktop: Device, seq: Any, outbox: Outbox | None = None) -> N
             )
         )
         if outbox is not None:
-            dashboard.payments_delivered(outbox, desktop.group_id, (tid for *_, tid in acked))
+            delivered = tuple(sorted({tid for *_, tid in acked}))
+            outbox.publish(PaymentsDelivered(desktop.group_id, delivered))
 
 
 # --- Reconnection ----------------------------------------------------------------------------
 
 
-def unacked_results(*, desktop_pk: int, after_seq: int = 0) -> list[dict[str, Any]]:
+def unacked_results(*, desktop_pk: int, after_seq: int = 0) -> list[ResultPushed]:
     """Every result of this desktop device not yet acknowledged (numbered above ``after_seq``),
     in seq order."""
     since = timezone.now() - dt.timedelta(seconds=settings.REDELIVERY_WINDOW_S)
-    return list(
+    results = (
         DesktopMessage.objects.filter(
             device_id=desktop_pk, acked_at__isnull=True, created_at__gte=since, seq__gt=after_seq
         )
         .order_by("seq")
         .values_list("frame", flat=True)
     )
+    return [ResultPushed(result) for result in results]
 
 
 @transaction.atomic
-def in_flight_requests(*, terminal_pk: int, outbox: Outbox | None = None) -> list[dict[str, Any]]:
+def in_flight_requests(
+    *, terminal_pk: int, outbox: Outbox | None = None
+) -> list[PaymentForwarded | CancelForwarded]:
     """Payments still in flight to a terminal that just reconnected, marked ``resent``."""
     # Locked: a payment failing or timing out meanwhile is either not re-sent, or re-sent
     # first (and then not failed for a lost forward: see payment_forward_failed).
@@ -779,7 +683,7 @@ def in_flight_requests(*, terminal_pk: int, outbox: Outbox | None = None) -> lis
             terminal_id=terminal_pk, status__in=IN_FLIGHT_STATUSES
         )
     )
-    frames = []
+    resent: list[PaymentForwarded | CancelForwarded] = []
     for txn in txns:
         TransactionEvent.objects.create(
             transaction=txn,
@@ -789,20 +693,21 @@ def in_flight_requests(*, terminal_pk: int, outbox: Outbox | None = None) -> lis
             new_status=txn.status,
         )
         if outbox is not None:
-            dashboard.payment_changed(outbox, txn, EventKind.RESENT)
+            outbox.publish(PaymentChanged.of(txn, EventKind.RESENT))
         _log(txn, "resent to the reconnected terminal")
-        frame = payment_request_frame(txn, resent=True)
+        screen = occupancy.waiting_screen(
+            terminal_pk=txn.terminal_id, operation_type=OPERATION_TYPE
+        )
         # The desktop that paid may have reconnected too: name its connection of now.
         desktop_live = live_connection(device_id=txn.desktop_id)
-        if desktop_live is not None:
-            frame["desktopId"] = desktop_live.connection_id
-        frames.append(frame)
+        desktop_id = desktop_live.connection_id if desktop_live else txn.desktop_connection_id
+        resent.append(PaymentForwarded(txn, desktop_id, screen, resent=True))
         # A cancel the terminal never got (it was away) follows its request, or the terminal
         # would go on to charge a payment the POS cancelled.
         if txn.events.filter(kind=EventKind.CANCEL_REQUESTED).exists():
             _log(txn, "cancel resent to the reconnected terminal")
-            frames.append(cancel_frame(txn))
-    return frames
+            resent.append(CancelForwarded(txn.transaction_id))
+    return resent
 
 
 __all__ = [

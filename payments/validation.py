@@ -3,7 +3,7 @@
 The WebSocket handler calls :func:`validate_payment_request` on the ``paymentRequest`` object a
 desktop sends with the ``payment`` action, and :func:`validate_payment_response` on the
 ``paymentResponse`` object a terminal sends back. Both return a new, normalised dict and raise
-:class:`posgateway.protocol.BadRequest` with a message that names the offending field by its
+:class:`posgateway.core.protocol.BadRequest` with a message that names the offending field by its
 path (``paymentRequest.products[2].quantity``) and says what is wrong.
 
 Rules (contract section 7, "Amounts" and "Input rules"):
@@ -24,7 +24,7 @@ from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Any
 
 from payments.currencies import MINOR_UNITS, minor_units
-from posgateway.protocol import BadRequest
+from posgateway.core.protocol import BadRequest
 
 __all__ = [
     "DEFAULT_PAYMENT_METHOD",

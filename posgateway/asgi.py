@@ -13,23 +13,25 @@ django_asgi_app = get_asgi_application()  # sets Django up before the routing im
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from posgateway import gateway, redact, serverlog  # noqa: E402
+from posgateway.core import redact, serverlog  # noqa: E402
+from posgateway.gateway import background  # noqa: E402
 from posgateway.routing import websocket_urlpatterns  # noqa: E402
 
-# The servers' access logs print query strings: never a device key (posgateway/redact.py).
+# The servers' access logs print query strings: never a device key (posgateway/core/redact.py).
 redact.install()
 serverlog.install()
 
 
 async def lifespan(scope, receive, send) -> None:
-    """ASGI lifespan (uvicorn sends it; daphne does not): the sweeper starts with the server."""
+    """ASGI lifespan (uvicorn sends it; daphne does not): the background loop starts and stops
+    with the server."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            gateway.ensure_sweeper()
+            background.start()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await gateway.stop_sweeper()
+            await background.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
@@ -44,19 +46,20 @@ application = ProtocolTypeRouter(
 
 
 def _start_sweeper_when_serving() -> None:
-    """Start the sweeper as soon as daphne's reactor runs, not on the first request.
+    """Start the background loop (posgateway.gateway.background) as soon as daphne's reactor
+    runs, not on the first request.
 
     daphne sends no ASGI lifespan events. Without this, a process restarted after a crash would
     leave overdue payments IN_PROGRESS until some device or health check arrived. daphne imports
     this module after installing its asyncio reactor. uvicorn starts it with the lifespan
-    events; anywhere else (tests importing the application, a server with lifespan off) the
-    first socket or /healthz starts the sweeper.
+    events. Anywhere else (tests importing the application, a server with lifespan off) no
+    loop runs: that server must send lifespan events.
     """
     if "daphne.server" not in sys.modules or "twisted.internet.reactor" not in sys.modules:
         return
     from twisted.internet import reactor
 
-    reactor.callLater(0, gateway.ensure_sweeper)  # runs on the asyncio loop, once it runs
+    reactor.callLater(0, background.start)  # runs on the asyncio loop, once it runs
 
 
 _start_sweeper_when_serving()

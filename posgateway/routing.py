@@ -1,7 +1,7 @@
 from django.urls import re_path
 
-from posgateway.dashboard.consumers import dashboard_application
-from terminals.consumers import GatewayConsumer
+from posgateway.gateway.consumers import GatewayConsumer
+from posgateway.gateway.dashboard import dashboard_application
 
 websocket_urlpatterns = [
     # Devices: authorised by key alone, no Origin check (POS and terminal clients send none).

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "payments",
     "sessions.apps.TerminalSessionsConfig",
     "posgateway.dashboard.apps.DashboardConfig",
+    "posgateway.backoffice.apps.BackofficeConfig",
 ]
 
 MIDDLEWARE = [
@@ -160,7 +161,7 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             # channels-redis, with its blocking pop safe against a cancelled receiver.
-            "BACKEND": "posgateway.layers.RedisChannelLayer",
+            "BACKEND": "posgateway.gateway.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
@@ -190,7 +191,7 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             # Channels' own, with its expiry sweep once a second instead of on every message.
-            "BACKEND": "posgateway.layers.InMemoryChannelLayer",
+            "BACKEND": "posgateway.gateway.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": env_int("CHANNEL_CAPACITY", 10000), "expiry": 60},
         }
     }
@@ -242,15 +243,15 @@ REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with WWW-Authenticate: Token, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # DRF's Token header, checked against the stored digest (terminals/tokens.py).
-        "terminals.tokens.HashedTokenAuthentication",
+        "posgateway.rest.authentication.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "posgateway.api.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "posgateway.rest.base.PageNumberPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "posgateway.api.exception_handler",
+    "EXCEPTION_HANDLER": "posgateway.rest.base.exception_handler",
     # Per process (the default cache is local memory): behind N processes a client gets N times
     # the rate. Generous on purpose: an accountant's script or the test suite must not trip it.
     "DEFAULT_THROTTLE_CLASSES": [
@@ -278,7 +279,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "posgateway.api.allow_empty_query_values",
+        "posgateway.rest.base.allow_empty_query_values",
     ],
     "ENUM_NAME_OVERRIDES": {
         "TransactionStatusEnum": "payments.models.TransactionStatus",
@@ -303,8 +304,8 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    # A key in a logged URL's query string is written as [redacted] (posgateway/redact.py).
-    "filters": {"redact": {"()": "posgateway.redact.RedactSecrets"}},
+    # A key in a logged URL's query string is written as [redacted] (posgateway/core/redact.py).
+    "filters": {"redact": {"()": "posgateway.core.redact.RedactSecrets"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

@@ -5,11 +5,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
 
-from payments import api as payments_api
-from posgateway.health import healthz
-from sessions import terminal_api
-from sessions.api import SessionViewSet, TerminalRequestViewSet
-from terminals.api import DeviceViewSet, GroupViewSet, TerminalViewSet
+from posgateway.gateway.health import healthz
+from posgateway.rest import payments as payments_api
+from posgateway.rest.sessions import SessionViewSet, TerminalRequestViewSet
+from posgateway.rest.terminals import DeviceViewSet, GroupViewSet, TerminalViewSet
+from posgateway.terminal_api import views as terminal_api
 
 # The REST API (docs/api.md): read-only, every endpoint scoped to the user's stores.
 api = SimpleRouter()
@@ -47,4 +47,4 @@ urlpatterns = [
 ]
 
 # A URL under /api/ that no endpoint matches answers in the API's error shape.
-handler404 = "posgateway.api.page_not_found"
+handler404 = "posgateway.rest.base.page_not_found"

@@ -1,9 +1,10 @@
 """Terminal API sessions (waiting screen between requests) and display / input requests.
 
-A session is begun and ended with a nexo admin request (``SaleToPOIRequest`` with a Base64
-``ServiceIdentification``) over HTTP or the WebSocket; while it is active every forwarded request
-whose type it names carries ``waitingScreen``. Display and input requests follow the payment
-rules: terminal ID resolution, store checks, one request in flight per terminal, a deadline.
+A session is begun and ended with a nexo admin request (read by ``posgateway.nexo``) over HTTP
+or the WebSocket; while it is active every forwarded request whose type it names carries
+``waitingScreen``. Display and input requests follow the payment rules: terminal ID
+resolution, store checks, one request in flight per terminal (``terminals.occupancy``), a
+deadline.
 """
 
 from __future__ import annotations
@@ -17,17 +18,24 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from payments.models import IN_FLIGHT_STATUSES, Transaction
-from posgateway.dashboard import events as dashboard
-from posgateway.protocol import (
+from posgateway.core.events import Outbox
+from posgateway.core.protocol import (
     TERMINAL_BUSY,
     TERMINAL_NOT_FOUND,
     BadRequest,
     Conflict,
     NotFound,
-    now_iso,
 )
-from posgateway.realtime import Outbox
+from sessions.events import (
+    RequestAccepted,
+    RequestChanged,
+    RequestCompleted,
+    RequestForwarded,
+    SessionBegun,
+    SessionChanged,
+    SessionEnded,
+    SessionRefused,
+)
 from sessions.models import (
     PERSONAL_INPUT_TYPES,
     OperationType,
@@ -39,14 +47,13 @@ from sessions.models import (
 )
 from sessions.validation import (
     REQUEST_ID,
-    TerminalApiFailure,
-    parse_terminal_api_request,
     validate_display_request,
     validate_display_response,
     validate_input_request,
     validate_input_response,
 )
-from terminals.models import Device, DeviceType
+from terminals import occupancy
+from terminals.models import Device
 from terminals.selectors import live_connection, resolve_terminal
 
 logger = logging.getLogger("sessions")
@@ -66,8 +73,20 @@ def active_session(*, terminal_pk: int) -> TerminalSession | None:
     ).first()
 
 
-def waiting_screen(*, terminal_pk: int, operation_type: str) -> dict[str, Any] | None:
-    """The waitingScreen for a request forwarded now, and the session's clock restarted."""
+def active_session_subquery(terminal_column: str) -> str:
+    """SQL, non-NULL while the terminal in ``terminal_column`` has an active session."""
+    meta = TerminalSession._meta
+    return (
+        f"(SELECT s.id FROM {meta.db_table} s"  # noqa: S608 (model metadata)
+        f" WHERE s.{meta.get_field('terminal').column} = {terminal_column}"
+        f" AND s.{meta.get_field('state').column} = '{SessionState.ACTIVE.value}')"
+    )
+
+
+def session_request_forwarded(*, terminal_pk: int, operation_type: str) -> dict[str, Any] | None:
+    """A request of ``operation_type`` is forwarded to the terminal now: its active session's
+    clock restarts, and the waitingScreen the request carries is returned (None: no session,
+    or one that does not name this operation type)."""
     session = active_session(terminal_pk=terminal_pk)
     if session is None:
         return None
@@ -75,117 +94,57 @@ def waiting_screen(*, terminal_pk: int, operation_type: str) -> dict[str, Any] |
     return session.waiting_screen_for(operation_type)
 
 
-def session_frame(session: TerminalSession) -> dict[str, Any]:
-    return {"id": session.session_id, "operations": session.operations}
+def session_begin(
+    *,
+    desktop: Device,
+    poi_id: str,
+    session_id: str,
+    operations: list[dict[str, Any]],
+    sale_id: str = "",
+    service_id: str = "",
+    outbox: Outbox,
+) -> TerminalSession:
+    """Begin a session on the store's terminal ``poi_id`` (a deviceId); the terminal is told.
 
-
-def _response(
-    header: dict[str, Any], result: str, condition: str = "", text: str = ""
-) -> dict[str, Any]:
-    response: dict[str, Any] = {"Result": result}
-    if result != "Success":
-        response["ErrorCondition"] = condition
-        response["AdditionalResponse"] = text
-    return {
-        "SaleToPOIResponse": {
-            "MessageHeader": {**header, "MessageType": "Response"},
-            "AdminResponse": {"Response": response},
-        }
-    }
-
-
-def failure_document(header: dict[str, Any], failure: TerminalApiFailure) -> dict[str, Any]:
-    return _response(header, "Failure", failure.condition, failure.text)
-
-
-def _echo_header(document: object) -> dict[str, Any]:
-    """The request's header as far as it is readable, to echo in a Failure."""
-    request = document.get("SaleToPOIRequest") if isinstance(document, dict) else None
-    header = request.get("MessageHeader") if isinstance(request, dict) else None
-    if not isinstance(header, dict):
-        return {}
-    return {k: v for k, v in header.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def terminal_api_request(
-    *, desktop: Device, document: object, outbox: Outbox
-) -> tuple[dict[str, Any], TerminalSession | None]:
-    """Handle one Terminal API admin request; returns the SaleToPOIResponse and the session.
-
-    Every failure is a ``Result: Failure`` document and leaves nothing half-created.
+    A Begin repeated with the same Id is the same session. Raises SessionRefused (NotFound,
+    Busy, UnreachableHost); also what another store's terminal gets: no hint that it exists.
     """
-    try:
-        parsed = parse_terminal_api_request(document)
-        header = parsed["header"]
-        if parsed["type"] == "Begin":
-            session = _session_begin(desktop=desktop, parsed=parsed, outbox=outbox)
-        else:
-            session = _session_end(desktop=desktop, parsed=parsed, outbox=outbox)
-    except TerminalApiFailure as failure:
-        logger.info("terminal api request refused: %s %s", failure.condition, failure.text)
-        return failure_document(_echo_header(document), failure), None
-    return _response(header, "Success"), session
-
-
-def _session_terminal(desktop: Device, poi_id: str) -> Device:
-    terminal = (
-        Device.objects.select_related("current_connection")
-        .filter(
-            group_id=desktop.group_id,
-            device_type=DeviceType.TERMINAL,
-            device_id=poi_id,
-            is_active=True,
-        )
-        .first()
+    resolution = resolve_terminal(
+        group_id=desktop.group_id, terminal_id=poi_id, device_id_only=True
     )
-    if terminal is None:
-        # Also what another store's terminal gets: no hint that it exists.
-        raise TerminalApiFailure("NotFound", f"No terminal with POIID {poi_id} in this store")
-    return terminal
-
-
-def _session_begin(*, desktop: Device, parsed: dict[str, Any], outbox: Outbox) -> TerminalSession:
-    header = parsed["header"]
-    terminal = _session_terminal(desktop, header["POIID"])
+    if resolution.terminal is None:
+        raise SessionRefused("NotFound", f"No terminal with POIID {poi_id} in this store")
+    terminal, live = resolution.terminal, resolution.live
     with transaction.atomic():
         current = _locked_active_session(terminal)
         if current is not None:
-            if current.session_id == parsed["sessionId"]:
+            if current.session_id == session_id:
                 return current  # Begin repeated: the same session, not a second one
-            raise TerminalApiFailure(
-                "Busy", f"Terminal {header['POIID']} already has an active session"
-            )
-        live = terminal.current_connection
-        if live is None or live.closed_at is not None:
-            raise TerminalApiFailure(
-                "UnreachableHost", f"Terminal {header['POIID']} is not connected"
-            )
+            raise SessionRefused("Busy", f"Terminal {poi_id} already has an active session")
+        if live is None:
+            raise SessionRefused("UnreachableHost", f"Terminal {poi_id} is not connected")
         now = timezone.now()
         try:
             with transaction.atomic():
                 session = TerminalSession.objects.create(
                     group_id=desktop.group_id,
-                    session_id=parsed["sessionId"],
+                    session_id=session_id,
                     terminal=terminal,
                     desktop=desktop,
-                    sale_id=header.get("SaleID", ""),
-                    service_id=header.get("ServiceID", ""),
-                    operations=parsed["operations"],
+                    sale_id=sale_id,
+                    service_id=service_id,
+                    operations=operations,
                     last_request_at=now,
                 )
         except IntegrityError:
             # Another Begin committed first: tell which rule it hit (or it was this one).
-            return _begin_conflict(desktop=desktop, terminal=terminal, parsed=parsed)
-        outbox.frame(
-            live.channel_name,
-            {"action": "sessionBegin", "session": session_frame(session), "timestamp": now_iso()},
-        )
-        dashboard.session_changed(outbox, session)
+            return _begin_conflict(
+                desktop=desktop, terminal=terminal, poi_id=poi_id, session_id=session_id
+            )
+        outbox.publish(SessionBegun(session.session_id, session.operations, live.channel_name))
+        outbox.publish(SessionChanged.of(session))
     logger.info(
-        "session %s begun on terminal %s store=%s",
-        session.session_id,
-        header["POIID"],
-        desktop.group_id,
+        "session %s begun on terminal %s store=%s", session.session_id, poi_id, desktop.group_id
     )
     return session
 
@@ -201,45 +160,40 @@ def _locked_active_session(terminal: Device) -> TerminalSession | None:
 
 
 def _begin_conflict(
-    *, desktop: Device, terminal: Device, parsed: dict[str, Any]
+    *, desktop: Device, terminal: Device, poi_id: str, session_id: str
 ) -> TerminalSession:
     """Which active session a Begin collided with: the same one (Begin repeated: returned), the
     terminal's other session, or this Id active on another terminal (both Busy)."""
-    session_id = parsed["sessionId"]
     on_terminal = active_session(terminal_pk=terminal.pk)
     if on_terminal is not None:
         if on_terminal.session_id == session_id:
             return on_terminal
-        raise TerminalApiFailure(
-            "Busy", f"Terminal {parsed['header']['POIID']} already has an active session"
-        )
+        raise SessionRefused("Busy", f"Terminal {poi_id} already has an active session")
     if TerminalSession.objects.filter(
         group_id=desktop.group_id, session_id=session_id, state=SessionState.ACTIVE
     ).exists():
-        raise TerminalApiFailure(
-            "Busy", f"Session {session_id} is already active on another terminal"
-        )
+        raise SessionRefused("Busy", f"Session {session_id} is already active on another terminal")
     # The colliding session already ended again: still Busy, this Begin raced another.
-    raise TerminalApiFailure(
-        "Busy", f"Another session was begun on terminal {parsed['header']['POIID']} meanwhile"
-    )
+    raise SessionRefused("Busy", f"Another session was begun on terminal {poi_id} meanwhile")
 
 
-def _session_end(*, desktop: Device, parsed: dict[str, Any], outbox: Outbox) -> TerminalSession:
-    poi_id = parsed["header"].get("POIID")
+def session_end(
+    *, desktop: Device, session_id: str, poi_id: str | None = None, outbox: Outbox
+) -> TerminalSession:
+    """End the store's active session ``session_id`` (on terminal ``poi_id`` when given)."""
     with transaction.atomic():
         session = (
             TerminalSession.objects.select_for_update(of=("self",))
             .select_related("terminal")
             .filter(
                 group_id=desktop.group_id,
-                session_id=parsed["sessionId"],
+                session_id=session_id,
                 state=SessionState.ACTIVE,
             )
             .first()
         )
         if session is None or (poi_id and poi_id != session.terminal.device_id):
-            raise TerminalApiFailure("NotFound", f"No active session {parsed['sessionId']}")
+            raise SessionRefused("NotFound", f"No active session {session_id}")
         _end(session, SessionState.ENDED, "ended", outbox)
     return session
 
@@ -249,18 +203,10 @@ def _end(session: TerminalSession, state: str, reason: str, outbox: Outbox) -> N
     session.ended_at = timezone.now()
     session.end_reason = reason
     session.save(update_fields=["state", "ended_at", "end_reason"])
-    dashboard.session_changed(outbox, session)
+    outbox.publish(SessionChanged.of(session))
     live = live_connection(device_id=session.terminal_id)
     if live is not None:
-        # Ending a session does not interrupt a waiting screen already showing (the seed).
-        frame = {
-            "action": "sessionEnd",
-            "session": {"id": session.session_id},
-            "interruptWaitingScreen": False,
-            "reason": reason,
-            "timestamp": now_iso(),
-        }
-        outbox.frame(live.channel_name, frame)
+        outbox.publish(SessionEnded(session.session_id, reason, live.channel_name))
     logger.info("session %s %s store=%s", session.session_id, reason, session.group_id)
 
 
@@ -290,50 +236,15 @@ def sweep_sessions(*, outbox: Outbox, limit: int = 200) -> int:
     return done
 
 
-def session_resume_frames(*, terminal_pk: int) -> list[dict[str, Any]]:
-    """Told to a terminal that reconnects while its session is active."""
+def session_resumed(*, terminal_pk: int) -> list[SessionBegun]:
+    """What a terminal that reconnects while its session is active is told: it is still on."""
     session = active_session(terminal_pk=terminal_pk)
     if session is None:
         return []
-    return [
-        {
-            "action": "sessionBegin",
-            "session": session_frame(session),
-            "resumed": True,
-            "timestamp": now_iso(),
-        }
-    ]
+    return [SessionBegun(session.session_id, session.operations, resumed=True)]
 
 
 # --- Display and input requests ----------------------------------------------------------------
-
-
-def terminal_busy_with(*, terminal_pk: int) -> dict[str, str] | None:
-    """What keeps a terminal busy: a payment or a display/input request in flight."""
-    tid = (
-        Transaction.objects.filter(terminal_id=terminal_pk, status__in=IN_FLIGHT_STATUSES)
-        .values_list("transaction_id", flat=True)
-        .first()
-    )
-    if tid is not None:
-        return {"inFlightTransactionId": tid}
-    rid = (
-        TerminalRequest.objects.filter(terminal_id=terminal_pk, status=RequestStatus.IN_PROGRESS)
-        .values_list("request_id", flat=True)
-        .first()
-    )
-    if rid is not None:
-        return {"inFlightRequestId": rid}
-    return None
-
-
-def _complete_frame(req: TerminalRequest, response: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "action": f"{req.kind}Complete",
-        "requestId": req.request_id,
-        f"{req.kind}Response": response,
-        "timestamp": now_iso(),
-    }
 
 
 def request_start(
@@ -344,18 +255,19 @@ def request_start(
     terminal_id: str,
     body: Any,
     outbox: Outbox,
-) -> dict[str, Any]:
-    """Validate, store and forward a display or input request; returns the desktop's answer."""
+) -> RequestAccepted:
+    """Validate, store and forward a display or input request; returns what the desktop is
+    answered."""
     request = (validate_display_request if kind == RequestKind.DISPLAY else validate_input_request)(
         body
     )
     request_id = request.pop("requestId") or f"{kind[:4]}-{secrets.token_urlsafe(9)}"
-    terminal, live = resolve_terminal(group_id=desktop.group_id, terminal_id=terminal_id)
+    terminal, live = resolve_terminal(group_id=desktop.group_id, terminal_id=terminal_id).require()
     if live is None:
         raise NotFound(TERMINAL_NOT_FOUND, requestId=request_id)
     if TerminalRequest.objects.filter(group_id=desktop.group_id, request_id=request_id).exists():
         raise Conflict("requestId already used", requestId=request_id)
-    busy = terminal_busy_with(terminal_pk=terminal.pk)
+    busy = occupancy.busy_with(terminal_pk=terminal.pk)
     if busy is not None:
         raise Conflict(TERMINAL_BUSY, requestId=request_id, **busy)
     # A terminal may answer a display only once it has been shown for its duration.
@@ -376,20 +288,17 @@ def request_start(
                 request=request,
                 deadline_at=deadline,
             )
-            frame: dict[str, Any] = {
-                "action": f"{kind}Request",
-                "desktopId": desktop_connection_id,
-                "requestId": request_id,
-                f"{kind}Request": request,
-                "timestamp": now_iso(),
-            }
-            screen = waiting_screen(terminal_pk=terminal.pk, operation_type=OPERATION_OF_KIND[kind])
-            if screen is not None:
-                frame["waitingScreen"] = screen
-            outbox.frame(live.channel_name, frame)
-            dashboard.request_changed(outbox, req)
+            screen = session_request_forwarded(
+                terminal_pk=terminal.pk, operation_type=OPERATION_OF_KIND[kind]
+            )
+            outbox.publish(
+                RequestForwarded(
+                    kind, request_id, request, desktop_connection_id, screen, live.channel_name
+                )
+            )
+            outbox.publish(RequestChanged.of(req))
     except IntegrityError:
-        busy = terminal_busy_with(terminal_pk=terminal.pk)
+        busy = occupancy.busy_with(terminal_pk=terminal.pk)
         if busy is None:
             raise Conflict("requestId already used", requestId=request_id) from None
         raise Conflict(TERMINAL_BUSY, requestId=request_id, **busy) from None
@@ -401,18 +310,10 @@ def request_start(
         desktop.group_id,
         session.session_id if session else "-",
     )
-    return {
-        "action": f"{kind}Accepted",
-        "requestId": req.request_id,
-        "terminalId": terminal_id,
-        "deviceId": terminal.device_id or None,
-        "connectionId": live.connection_id,
-        "status": req.status,
-        "timestamp": now_iso(),
-    }
+    return RequestAccepted(req, terminal_id, terminal.device_id or None, live.connection_id)
 
 
-def in_flight_requests(*, terminal_pk: int, outbox: Outbox | None = None) -> list[dict[str, Any]]:
+def in_flight_requests(*, terminal_pk: int, outbox: Outbox | None = None) -> list[RequestForwarded]:
     """Display / input requests still in flight to a terminal that just reconnected.
 
     Sent again as they were, marked ``resent``, with the session's current waiting screen: the
@@ -426,29 +327,28 @@ def in_flight_requests(*, terminal_pk: int, outbox: Outbox | None = None) -> lis
             .filter(terminal_id=terminal_pk, status=RequestStatus.IN_PROGRESS)
             .order_by("created_at", "pk")
         )
-        return [_resent_frame(req) for req in reqs]
+        return [_resent(req) for req in reqs]
 
 
-def _resent_frame(req: TerminalRequest) -> dict[str, Any]:
+def _resent(req: TerminalRequest) -> RequestForwarded:
     desktop = live_connection(device_id=req.desktop_id)
-    frame: dict[str, Any] = {
-        "action": f"{req.kind}Request",
-        "desktopId": desktop.connection_id if desktop is not None else None,
-        "requestId": req.request_id,
-        f"{req.kind}Request": req.request,
-        "timestamp": now_iso(),
-    }
-    screen = waiting_screen(terminal_pk=req.terminal_id, operation_type=OPERATION_OF_KIND[req.kind])
-    if screen is not None:
-        frame["waitingScreen"] = screen
-    frame["resent"] = True
+    screen = session_request_forwarded(
+        terminal_pk=req.terminal_id, operation_type=OPERATION_OF_KIND[req.kind]
+    )
     logger.info(
         "%s request %s resent to the reconnected terminal store=%s",
         req.kind,
         req.request_id,
         req.group_id,
     )
-    return frame
+    return RequestForwarded(
+        req.kind,
+        req.request_id,
+        req.request,
+        desktop.connection_id if desktop is not None else None,
+        screen,
+        resent=True,
+    )
 
 
 def _stored_result(req: TerminalRequest, response: dict[str, Any]) -> dict[str, Any]:
@@ -491,10 +391,10 @@ def request_result(*, kind: str, terminal: Device, response: Any, outbox: Outbox
         req.error_message = answer.get("errorMessage") or ""
         req.completed_at = timezone.now()
         req.save(update_fields=["status", "result", "error_message", "completed_at"])
-        dashboard.request_changed(outbox, req)
+        outbox.publish(RequestChanged.of(req))
         live = live_connection(device_id=req.desktop_id)
         if live is not None:
-            outbox.frame(live.channel_name, _complete_frame(req, answer))
+            outbox.publish(RequestCompleted(kind, req.request_id, answer, live.channel_name))
     logger.info(
         "%s %s %s (%s) store=%s",
         root,
@@ -535,10 +435,12 @@ def sweep_request_timeouts(*, outbox: Outbox, limit: int = 200) -> int:
             req.error_message = answer["errorMessage"]
             req.completed_at = now
             req.save(update_fields=["status", "result", "error_message", "completed_at"])
-            dashboard.request_changed(outbox, req)
+            outbox.publish(RequestChanged.of(req))
             live = live_connection(device_id=req.desktop_id)
             if live is not None:
-                outbox.frame(live.channel_name, _complete_frame(req, answer))
+                outbox.publish(
+                    RequestCompleted(req.kind, req.request_id, answer, live.channel_name)
+                )
             logger.info("%s request %s timed out store=%s", req.kind, req.request_id, req.group_id)
             done += 1
     return done

@@ -1,22 +1,18 @@
-"""Shapes of display and input requests, their answers, and the Terminal API document.
+"""Shapes of display and input requests and their answers.
 
-Pure functions; they raise :class:`posgateway.protocol.BadRequest` (display/input) or
-:class:`TerminalApiFailure` (Terminal API, answered as ``Result: Failure``) with a message
-that names the field.
+Pure functions; they raise :class:`posgateway.core.protocol.BadRequest` with a message that
+names the field. (The Terminal API's documents are read in ``posgateway.nexo``.)
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from typing import Any
 
 from payments.currencies import MINOR_UNITS
 from payments.validation import find_card_number, mask_card_numbers, parse_amount
-from posgateway.protocol import UNSTORABLE_TEXT, BadRequest, unstorable_text
-from sessions.models import InputType, OperationType
+from posgateway.core.protocol import BadRequest
+from sessions.models import InputType
 
 REQUEST_ID = re.compile(r"[!-~]{1,64}")
 MAX_LINES = 10
@@ -252,136 +248,3 @@ def _input_value(value: object, request: dict[str, Any], path: str) -> object:
 
 
 # --- Terminal API (nexo SaleToPOIRequest, admin sessions) --------------------------------------
-
-
-class TerminalApiFailure(Exception):
-    """Answered as ``Response.Result: Failure`` with a nexo ErrorCondition."""
-
-    def __init__(self, condition: str, text: str) -> None:
-        super().__init__(text)
-        self.condition = condition
-        self.text = text
-
-
-def message_format(text: str) -> TerminalApiFailure:
-    return TerminalApiFailure("MessageFormat", text)
-
-
-BEGIN_HEADER = {
-    "ProtocolVersion": "3.0",
-    "MessageClass": "Service",
-    "MessageCategory": "Admin",
-    "MessageType": "Request",
-}
-ID_FIELDS = ("ServiceID", "SaleID", "POIID")
-# End needs only these (the seed lists fewer required fields for it).
-END_REQUIRED = ("MessageClass", "MessageCategory")
-
-
-def parse_terminal_api_request(document: object) -> dict[str, Any]:
-    """Check a SaleToPOIRequest admin request; returns its header and decoded session parts."""
-    if not isinstance(document, dict) or not isinstance(document.get("SaleToPOIRequest"), dict):
-        raise message_format("The body must be a JSON object with a SaleToPOIRequest object")
-    where = unstorable_text(document)
-    if where is not None:
-        raise message_format(f"{where} {UNSTORABLE_TEXT}")
-    request = document["SaleToPOIRequest"]
-    header = request.get("MessageHeader")
-    if not isinstance(header, dict):
-        raise message_format("SaleToPOIRequest.MessageHeader is required")
-    admin = request.get("AdminRequest")
-    if not isinstance(admin, dict):
-        raise message_format("SaleToPOIRequest.AdminRequest is required")
-    service = _decode_service_identification(admin.get("ServiceIdentification"))
-    session = service.get("Session")
-    if not isinstance(session, dict):
-        raise message_format("ServiceIdentification.Session is required")
-    session_id = session.get("Id", session.get("ID"))
-    if not isinstance(session_id, str) or not REQUEST_ID.fullmatch(session_id):
-        raise message_format(
-            "ServiceIdentification.Session.Id must be 1-64 printable characters without spaces"
-        )
-    session_type = session.get("Type")
-    if session_type not in ("Begin", "End"):
-        raise message_format("ServiceIdentification.Session.Type must be Begin or End")
-    if session_type == "Begin":
-        _check_header(header, required=(*BEGIN_HEADER, *ID_FIELDS))
-        operations = _operations(service.get("Operation"))
-    else:
-        _check_header(header, required=END_REQUIRED)
-        operations = []
-    return {
-        "header": header,
-        "sessionId": session_id,
-        "type": session_type,
-        "operations": operations,
-    }
-
-
-def _check_header(header: dict[str, Any], *, required: tuple[str, ...]) -> None:
-    for name in required:
-        if header.get(name) in (None, ""):
-            raise message_format(f"MessageHeader.{name} is required")
-    for name, expected in BEGIN_HEADER.items():
-        if name in header and header[name] != expected:
-            raise message_format(f"MessageHeader.{name} must be {expected}")
-    for name in ID_FIELDS:
-        value = header.get(name)
-        if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 64):
-            raise message_format(f"MessageHeader.{name} must be a string of 1-64 characters")
-
-
-def _decode_service_identification(value: object) -> dict[str, Any]:
-    if not isinstance(value, str) or not value:
-        raise message_format("AdminRequest.ServiceIdentification is required (Base64 JSON)")
-    if len(value) > 16_384:
-        raise message_format("AdminRequest.ServiceIdentification is too long")
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise message_format("AdminRequest.ServiceIdentification is not valid Base64") from None
-    try:
-        decoded = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise message_format("AdminRequest.ServiceIdentification does not decode to JSON") from None
-    if not isinstance(decoded, dict):
-        raise message_format("AdminRequest.ServiceIdentification must decode to a JSON object")
-    return decoded
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(name)
-
-
-def _operations(value: object) -> list[dict[str, Any]]:
-    items = [value] if isinstance(value, dict) else value
-    if not isinstance(items, list) or not items:
-        raise message_format("ServiceIdentification.Operation is required for Begin")
-    if len(items) > len(OperationType.values):
-        raise message_format("ServiceIdentification.Operation lists too many operations")
-    out, seen = [], set()
-    for i, op in enumerate(items):
-        path = f"ServiceIdentification.Operation[{i}]"
-        if not isinstance(op, dict):
-            raise message_format(f"{path} must be an object")
-        op_type = op.get("Type")
-        if op_type not in OperationType.values:
-            raise message_format(f"{path}.Type must be one of {', '.join(OperationType.values)}")
-        if op_type in seen:
-            raise message_format(f"{path}.Type {op_type} is listed twice")
-        seen.add(op_type)
-        if op.get("Variant") != "WaitingScreen":
-            raise message_format(f"{path}.Variant must be WaitingScreen")
-        ui = op.get("UserInterfaceData")
-        timeout = ui.get("WaitingScreenTimeoutMs") if isinstance(ui, dict) else None
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
-            raise message_format(
-                f"{path}.UserInterfaceData.WaitingScreenTimeoutMs must be a positive integer"
-            )
-        if timeout > MAX_WAITING_SCREEN_MS:
-            raise message_format(
-                f"{path}.UserInterfaceData.WaitingScreenTimeoutMs must be at most "
-                f"{MAX_WAITING_SCREEN_MS}"
-            )
-        out.append({"type": op_type, "variant": "WaitingScreen", "waitingScreenTimeoutMs": timeout})
-    return out

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection as db_connection
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 
-from posgateway.protocol import DIFFERENT_GROUP, TERMINAL_NOT_FOUND, Forbidden, NotFound, iso
+from posgateway.core.protocol import (
+    DIFFERENT_GROUP,
+    TERMINAL_NOT_FOUND,
+    Forbidden,
+    NotFound,
+    ProtocolError,
+)
+from posgateway.core.sql import execute, loaded
 from terminals.models import Connection, Device, DeviceType, Group, hash_key
 
 
@@ -31,23 +39,11 @@ def terminal_list(*, group: Group | int) -> list[Device]:
     )
 
 
-def terminal_frame(device: Device) -> dict[str, Any]:
-    """A terminal as it appears in ``terminalsResponse`` and ``terminalStatusUpdate``."""
-    conn = device.current_connection
-    return {
-        "connectionId": conn.connection_id if conn else None,
-        "deviceId": device.device_id or None,
-        "connectedAt": iso(conn.connected_at) if conn else None,
-        "lastActivity": iso(conn.last_activity) if conn else None,
-        "status": device.status,
-        "metadata": device.metadata or {},
-    }
-
-
 # Written out: the ORM took several times longer to build it than SQLite to run it.
 _OPEN_DESKTOP_CHANNELS = (
-    "SELECT channel_name FROM terminals_connection WHERE closed_at IS NULL AND device_id IN"
-    " (SELECT id FROM terminals_device WHERE group_id = %s AND device_type = %s)"
+    f"SELECT channel_name FROM {Connection._meta.db_table}"  # noqa: S608 (model metadata)
+    " WHERE closed_at IS NULL AND device_id IN"
+    f" (SELECT id FROM {Device._meta.db_table} WHERE group_id = %s AND device_type = %s)"
 )
 
 
@@ -57,9 +53,8 @@ def open_desktop_channels(*, group_id: int) -> list[str]:
     Driven by the store's desktops (index on device group and type), not by the open
     connections of every store: the cost stays the same however many sockets are open.
     """
-    with db_connection.cursor() as cursor:
-        cursor.execute(_OPEN_DESKTOP_CHANNELS, [group_id, DeviceType.DESKTOP.value])
-        return [channel for (channel,) in cursor.fetchall()]
+    rows = execute(_OPEN_DESKTOP_CHANNELS, [group_id, DeviceType.DESKTOP.value], fetch="all")
+    return [channel for (channel,) in rows]
 
 
 def live_connection(*, device_id: int) -> Connection | None:
@@ -71,41 +66,126 @@ def live_connection(*, device_id: int) -> Connection | None:
     )
 
 
-def resolve_terminal(*, group_id: int, terminal_id: str) -> tuple[Device, Connection | None]:
-    """Terminal ID resolution: a deviceId of the sender's store first, then a connectionId.
+@dataclass(slots=True)
+class Resolution:
+    """What a terminal ID names: the terminal and its live connection, or why nothing."""
 
-    Returns the terminal and its live connection (None when it is not connected). A
-    connectionId of another store's device is Forbidden (the seed's own answer); anything else
-    unknown is Not Found.
+    terminal: Device | None
+    live: Connection | None  # None when the terminal is not connected
+    extras: tuple = ()  # the caller's ``also`` values, for this terminal
+    error: ProtocolError | None = None
+
+    def require(self) -> tuple[Device, Connection | None]:
+        """The terminal and its live connection; raises what the resolution found instead."""
+        if self.error is not None:
+            raise self.error
+        assert self.terminal is not None
+        return self.terminal, self.live
+
+
+_RESOLVE_BY_DEVICE_ID: dict[int, str] = {}
+
+
+def _resolve_statement(extras: int) -> str:
+    """One statement: the store's active terminal of this deviceId with its current
+    connection, and the caller's scalar subqueries (placed first, evaluated for ``d.id``).
+    From a one-row table, so the subqueries answer even when no terminal matches."""
+    if extras not in _RESOLVE_BY_DEVICE_ID:
+        device, conn = Device._meta, Connection._meta
+        _RESOLVE_BY_DEVICE_ID[extras] = (
+            "SELECT {extras} d.id, d.device_id, c.id, c.connection_id, c.channel_name,"  # noqa: S608
+            " c.closed_at, c.connected_at, c.last_activity"
+            f" FROM (SELECT 1 AS one) x LEFT OUTER JOIN {device.db_table} d ON d.group_id = %s"
+            f" AND d.device_type = '{DeviceType.TERMINAL.value}' AND d.device_id = %s"
+            f" AND d.is_active = %s LEFT OUTER JOIN {conn.db_table} c"
+            " ON c.id = d.current_connection_id"
+        )
+    return _RESOLVE_BY_DEVICE_ID[extras]
+
+
+def resolve_terminal(
+    *,
+    group_id: int,
+    terminal_id: str,
+    device_id_only: bool = False,
+    also: Sequence[tuple[str, Sequence[Any]]] = (),
+) -> Resolution:
+    """Terminal ID resolution, the seed's rule: a deviceId of the sender's store first, then a
+    connectionId (not when ``device_id_only``: a Terminal API POIID is always a deviceId).
+
+    A connectionId of another store's device is Forbidden (the seed's own answer); anything
+    else unknown is Not Found: the resolution's ``error``, raised by ``require()``. A terminal
+    that reconnected is reached on its newest connection.
+
+    ``also`` are scalar subqueries ``(sql, params)`` the caller needs about the terminal,
+    evaluated in the same statement with the terminal's id as ``d.id`` (NULL when the deviceId
+    matched nothing), returned in ``extras``: the payment path is one statement.
     """
-    device = (
-        Device.objects.select_related("current_connection")
-        .filter(
+    sql = _resolve_statement(len(also)).format(
+        extras="".join(f"{expression}, " for expression, _ in also)
+    )
+    params = [p for _, ps in also for p in ps] + [group_id, terminal_id, True]
+    row = execute(sql, params, fetch="one")
+    extras, row = tuple(row[: len(also)]), row[len(also) :]
+    terminal_pk, device_id, conn_pk, conn_id, channel, closed_at, connected_at, activity = row
+    if terminal_pk is not None:
+        terminal = loaded(
+            Device,
+            id=terminal_pk,
             group_id=group_id,
-            device_type=DeviceType.TERMINAL,
-            device_id=terminal_id,
+            device_type=DeviceType.TERMINAL.value,
+            device_id=device_id,
             is_active=True,
         )
+        live = None
+        if conn_pk is not None and closed_at is None:  # its current connection, while open
+            live = loaded(
+                Connection,
+                id=conn_pk,
+                connection_id=conn_id,
+                device_id=terminal_pk,
+                channel_name=channel,
+                closed_at=None,
+                connected_at=connected_at,
+                last_activity=activity,
+            )
+        return Resolution(terminal, live, extras)
+    if device_id_only:
+        return Resolution(None, None, extras, NotFound(TERMINAL_NOT_FOUND))
+    conn = (
+        Connection.objects.select_related("device__current_connection")
+        .filter(connection_id=terminal_id)
         .first()
     )
-    if device is None:
-        conn = (
-            Connection.objects.select_related("device__current_connection")
-            .filter(connection_id=terminal_id)
-            .first()
-        )
-        if conn is None:
-            raise NotFound(TERMINAL_NOT_FOUND)
-        if conn.device.group_id != group_id:
-            raise Forbidden(DIFFERENT_GROUP)
-        device = conn.device
-        if device.device_type != DeviceType.TERMINAL or not device.is_active:
-            raise NotFound(TERMINAL_NOT_FOUND)
-    # A terminal that reconnected is reached on its newest connection.
+    if conn is None:
+        return Resolution(None, None, extras, NotFound(TERMINAL_NOT_FOUND))
+    if conn.device.group_id != group_id:
+        return Resolution(None, None, extras, Forbidden(DIFFERENT_GROUP))
+    device = conn.device
+    if device.device_type != DeviceType.TERMINAL or not device.is_active:
+        return Resolution(None, None, extras, NotFound(TERMINAL_NOT_FOUND))
     live = device.current_connection
     if live is not None and live.closed_at is not None:
         live = None
-    return device, live
+    if also:  # evaluated again, now for the terminal found by its connectionId
+        columns = ", ".join(expression for expression, _ in also)
+        sql = f"SELECT {columns} FROM {Device._meta.db_table} d WHERE d.id = %s"  # noqa: S608
+        extras = tuple(
+            execute(
+                sql,
+                [p for _, ps in also for p in ps] + [device.pk],
+                fetch="one",
+            )
+        )
+    return Resolution(device, live, extras)
+
+
+def names_terminal(*, terminal: Device, terminal_id: str, as_named: str = "") -> bool:
+    """Whether ``terminal_id`` names this terminal by the resolution rule: its deviceId, one
+    of its connectionIds, or how the caller named it before (``as_named``)."""
+    if terminal_id in (as_named, terminal.device_id):
+        return True
+    return Connection.objects.filter(connection_id=terminal_id, device_id=terminal.pk).exists()
 
 
 # --- Store scope of staff users (REST API, dashboard) ----------------------------------------
@@ -134,20 +214,3 @@ def devices_for_user(*, user: Any) -> QuerySet[Device]:
     return in_user_stores(
         Device.objects.select_related("group", "current_connection"), user=user
     ).order_by("group__slug", "device_type", "device_id", "pk")
-
-
-def terminals_for_user(*, user: Any) -> QuerySet[Device]:
-    """The active terminals of the user's stores, each with ``payments_in_flight`` prefetched."""
-    # Imported here: payments depends on terminals, not the other way round.
-    from payments.models import IN_FLIGHT_STATUSES, Transaction
-
-    in_flight = Prefetch(
-        "terminal_transactions",
-        queryset=Transaction.objects.filter(status__in=IN_FLIGHT_STATUSES).order_by("-created_at"),
-        to_attr="payments_in_flight",
-    )
-    return (
-        devices_for_user(user=user)
-        .filter(device_type=DeviceType.TERMINAL, is_active=True)
-        .prefetch_related(in_flight)
-    )

@@ -14,14 +14,20 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from posgateway.dashboard import events as dashboard
-from posgateway.protocol import TooManyRequests, now_iso
-from posgateway.realtime import Outbox
-from posgateway.sql import columns as _columns
-from posgateway.sql import dt_param as _dt
-from posgateway.sql import execute as _execute
-from posgateway.sql import instances as _instances
-from posgateway.sql import mark_saved
+from posgateway.core.events import Outbox
+from posgateway.core.protocol import TooManyRequests
+from posgateway.core.sql import columns as _columns
+from posgateway.core.sql import dt_param as _dt
+from posgateway.core.sql import execute as _execute
+from posgateway.core.sql import instances as _instances
+from posgateway.core.sql import mark_saved, statement
+from terminals.events import (
+    ConnectionClosed,
+    ConnectionReplaced,
+    DeviceChanged,
+    TerminalStatus,
+    TerminalStatusChanged,
+)
 from terminals.models import (
     Connection,
     Device,
@@ -31,7 +37,7 @@ from terminals.models import (
     generate_key,
     hash_key,
 )
-from terminals.selectors import open_desktop_channels, terminal_frame
+from terminals.selectors import open_desktop_channels
 
 logger = logging.getLogger("terminals")
 
@@ -83,7 +89,7 @@ def device_create(
     device.full_clean(exclude=["key_hash", "key_prefix"])
     device.save()
     if outbox is not None:
-        dashboard.device_changed(outbox, device)
+        outbox.publish(DeviceChanged.of(device))
     logger.info("device created %s key_prefix=%s", device, device.key_prefix)
     return device, key
 
@@ -95,7 +101,7 @@ def device_rotate_key(*, device: Device, outbox: Outbox) -> str:
         device.set_key(key)
         device.save(update_fields=["key_hash", "key_prefix", "updated_at"])
         _close_live_connections(device, outbox, code=CLOSE_KEY_REVOKED)
-        dashboard.device_changed(outbox, device)
+        outbox.publish(DeviceChanged.of(device))
     logger.info("device key rotated %s key_prefix=%s", device, device.key_prefix)
     return key
 
@@ -105,7 +111,7 @@ def device_deactivate(*, device: Device, outbox: Outbox) -> None:
         device.is_active = False
         device.save(update_fields=["is_active", "updated_at"])
         _close_live_connections(device, outbox, code=CLOSE_KEY_REVOKED)
-        dashboard.device_changed(outbox, device)
+        outbox.publish(DeviceChanged.of(device))
     logger.info("device deactivated %s", device)
 
 
@@ -114,7 +120,7 @@ def device_reactivate(*, device: Device, outbox: Outbox) -> None:
     with transaction.atomic():
         device.is_active = True
         device.save(update_fields=["is_active", "updated_at"])
-        dashboard.device_changed(outbox, device)
+        outbox.publish(DeviceChanged.of(device))
     logger.info("device reactivated %s", device)
 
 
@@ -129,13 +135,13 @@ def device_delete(*, device: Device, outbox: Outbox) -> None:
         described = str(device)
         device.delete()
         device.is_active = False  # what the dashboards hear: the device is gone
-        dashboard.device_changed(outbox, device)
+        outbox.publish(DeviceChanged.of(device))
     logger.info("device deleted %s", described)
 
 
 def _close_live_connections(device: Device, outbox: Outbox, *, code: int) -> None:
     for conn in Connection.objects.filter(device=device, closed_at__isnull=True):
-        outbox.send(conn.channel_name, {"type": "gateway.close", "code": code})
+        outbox.publish(ConnectionClosed(conn.channel_name, code))
 
 
 def staff_create_or_update(
@@ -167,20 +173,26 @@ def staff_create_or_update(
 # The statements of every connect and disconnect, written out: building them with the ORM cost
 # several times what running them does (docs/performance.md). Plain SQL for SQLite and
 # PostgreSQL alike.
-_OPEN_CONNECTIONS_OF_DEVICE = (
-    "SELECT id, channel_name FROM terminals_connection WHERE device_id = %s AND closed_at IS NULL"
+_OPEN_CONNECTIONS_OF_DEVICE = statement(
+    "SELECT {Connection.id}, {Connection.channel_name} FROM {Connection}"
+    " WHERE {Connection.device} = %s AND {Connection.closed_at} IS NULL",
+    Connection,
 )
-_INSERT_CONNECTION = (
-    "INSERT INTO terminals_connection (connection_id, device_id, channel_name, remote_addr,"
-    " connected_at, last_activity) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
+_INSERT_CONNECTION = statement(
+    "INSERT INTO {Connection} ({Connection.connection_id}, {Connection.device},"
+    " {Connection.channel_name}, {Connection.remote_addr}, {Connection.connected_at},"
+    " {Connection.last_activity}) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {Connection.id}",
+    Connection,
 )
-_SET_STATUS = (
-    "UPDATE terminals_device SET status = %s, status_changed_at = %s,"
-    " current_connection_id = %s, updated_at = %s WHERE id = %s"
+_SET_STATUS = statement(
+    "UPDATE {Device} SET {Device.status} = %s, {Device.status_changed_at} = %s,"
+    " {Device.current_connection} = %s, {Device.updated_at} = %s WHERE {Device.id} = %s",
+    Device,
 )
-_CLOSE_IF_OPEN = (
-    "UPDATE terminals_connection SET closed_at = %s, close_code = %s"
-    " WHERE id = %s AND closed_at IS NULL"
+_CLOSE_IF_OPEN = statement(
+    "UPDATE {Connection} SET {Connection.closed_at} = %s, {Connection.close_code} = %s"
+    " WHERE {Connection.id} = %s AND {Connection.closed_at} IS NULL",
+    Connection,
 )
 
 
@@ -208,16 +220,12 @@ def _set_status(device: Device, status: str, now: dt.datetime, outbox: Outbox) -
 def publish_terminal_status(*, device: Device, outbox: Outbox) -> None:
     """Tell every desktop of the store how this terminal stands now (and the dashboards how
     any device does)."""
-    dashboard.device_changed(outbox, device)
+    outbox.publish(DeviceChanged.of(device))
     if device.device_type != DeviceType.TERMINAL:
         return
-    frame = {
-        "action": "terminalStatusUpdate",
-        "terminal": terminal_frame(device),
-        "timestamp": now_iso(),
-    }
-    for channel_name in open_desktop_channels(group_id=device.group_id):
-        outbox.frame(channel_name, frame)
+    channels = open_desktop_channels(group_id=device.group_id)
+    if channels:
+        outbox.publish(TerminalStatusChanged(TerminalStatus.of(device), channels))
 
 
 def connection_open(
@@ -254,15 +262,20 @@ def connection_open_by_key(
 # number of devices in that store. A store holds at most one live connection per device, so it
 # can only be full when it has at least MAX_CONNECTIONS_PER_STORE devices: counting them is an
 # index-only count of one store, where counting live connections walks every open connection.
-_LOCKED_DEVICE = (
+_LOCKED_DEVICE = statement(
     f"SELECT {_columns(Device, 'd')}, {_columns(Group, 'g')},"  # noqa: S608 (model columns)
-    " (SELECT COUNT(*) FROM terminals_device s WHERE s.group_id = d.group_id)"
-    " FROM terminals_device d INNER JOIN terminals_group g ON g.id = d.group_id WHERE "
+    " (SELECT COUNT(*) FROM {Device} s WHERE s.{Device.group} = d.{Device.group})"
+    " FROM {Device} d INNER JOIN {Group} g ON g.{Group.id} = d.{Device.group} WHERE ",
+    Device,
+    Group,
 )
-_LOCKED_DEVICE_OF_CONNECTION = (
+_LOCKED_DEVICE_OF_CONNECTION = statement(
     f"SELECT {_columns(Device, 'd')}, {_columns(Connection, 'c')}"  # noqa: S608 (model columns)
-    " FROM terminals_connection x INNER JOIN terminals_device d ON d.id = x.device_id"
-    " LEFT OUTER JOIN terminals_connection c ON c.id = d.current_connection_id WHERE x.id = %s"
+    " FROM {Connection} x INNER JOIN {Device} d ON d.{Device.id} = x.{Connection.device}"
+    " LEFT OUTER JOIN {Connection} c ON c.{Connection.id} = d.{Device.current_connection}"
+    " WHERE x.{Connection.id} = %s",
+    Device,
+    Connection,
 )
 
 
@@ -296,10 +309,7 @@ def _open(device: Device, channel_name: str, remote_addr: str, outbox: Outbox) -
             closed_at=now, close_code=CLOSE_REPLACED
         )
         for _, older_channel in older:
-            outbox.send(
-                older_channel,
-                {"type": "gateway.force_disconnect", "reason": "replaced by a newer connection"},
-            )
+            outbox.publish(ConnectionReplaced(older_channel))
     conn = Connection(
         connection_id=new_connection_id(),
         device=device,
@@ -403,7 +413,7 @@ def sweep_connections(*, outbox: Outbox, limit: int = 500) -> int:
             )
             if not won:
                 continue
-            outbox.send(channel_name, {"type": "gateway.close", "code": CLOSE_STALE})
+            outbox.publish(ConnectionClosed(channel_name, CLOSE_STALE))
             if (
                 device
                 and device.current_connection_id == pk
@@ -431,3 +441,40 @@ def sweep_connections(*, outbox: Outbox, limit: int = 500) -> int:
             publish_terminal_status(device=device, outbox=outbox)
             changed += 1
     return changed
+
+
+# --- A desktop's result numbering --------------------------------------------------------------
+# Results pushed to a desktop are numbered per device (last_seq) and acknowledged up to a seq
+# (acked_seq); the payments app keeps the results themselves.
+
+_NEXT_SEQ = statement(
+    "UPDATE {Device} SET {Device.last_seq} = {Device.last_seq} + 1 WHERE {Device.id} = %s"
+    " RETURNING {Device.last_seq}",
+    Device,
+)
+# acked_seq rises only when the ack acknowledges a result (``unacked``), and never past an
+# unacknowledged one: connects trust it to skip the backlog (acked_seq == last_seq).
+_ACK_SEQ = statement(
+    "UPDATE {Device} SET {Device.acked_seq} = CASE WHEN {Device.acked_seq} < %s AND {{unacked}}"
+    " THEN %s ELSE {Device.acked_seq} END WHERE {Device.id} = %s AND {Device.last_seq} >= %s"
+    " RETURNING {Device.id}",
+    Device,
+)
+
+
+def desktop_next_seq(*, desktop_pk: int) -> int:
+    """The desktop's next result number; the UPDATE locks its device row (as connects and acks
+    do) until the caller's transaction ends."""
+    (seq,) = _execute(_NEXT_SEQ, [desktop_pk], fetch="one")
+    return seq
+
+
+def desktop_seq_acked(*, desktop_pk: int, seq: int, unacked: tuple[str, list]) -> bool:
+    """The desktop acknowledged every result up to ``seq``: False if seq was never sent.
+
+    ``unacked`` is the caller's SQL condition (with its parameters) that a result up to seq is
+    still unacknowledged. Locks the device row, like ``desktop_next_seq``.
+    """
+    condition, params = unacked
+    sql = _ACK_SEQ.replace("{unacked}", condition)
+    return _execute(sql, [seq, *params, seq, desktop_pk, seq], fetch="one") is not None

@@ -5,15 +5,14 @@ same treatment. Every *new* Token row, whoever makes it (``create_staff``, DRF's
 ``drf_create_token``, a test), is saved under the digest of its key; the instance in hand keeps
 the token itself, so the one creating it can show it once, as DRF's own code expects
 (``Token.objects.create(user=u).key``). A row read back holds only the digest: a lost token
-cannot be shown again, only replaced. ``HashedTokenAuthentication`` hashes what a client sends
-before the lookup.
+cannot be shown again, only replaced. ``posgateway.rest.authentication`` hashes what a client
+sends before the lookup.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from terminals.models import hash_key
@@ -40,10 +39,3 @@ def show_token_once(sender: type, instance: Token, created: bool, **kwargs: Any)
     if created and getattr(instance, "shown_once", None):
         instance.key = instance.shown_once
         del instance.shown_once
-
-
-class HashedTokenAuthentication(TokenAuthentication):
-    """``Authorization: Token <token>``, looked up by the token's digest."""
-
-    def authenticate_credentials(self, key: str) -> Any:
-        return super().authenticate_credentials(token_digest(key))

@@ -11,8 +11,8 @@ def _no_background_sweeper(settings):
 @pytest.fixture(autouse=True)
 def _dependencies_up():
     """Every test starts with the database and the channel layer counted as up: what a test
-    logs about an outage must not depend on the test before it (posgateway.health)."""
-    from posgateway import health
+    logs about an outage must not depend on the test before it (posgateway.core.health)."""
+    from posgateway.gateway import health
 
     health.DATABASE.reset()
     health.CHANNEL_LAYER.reset()

@@ -15,7 +15,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from payments.models import Transaction, TransactionStatus
-from posgateway.realtime import Outbox
+from posgateway.core.events import Outbox
+from posgateway.gateway import delivery, frames
 from terminals import services
 from terminals.models import Connection, Device, DeviceType, Group
 
@@ -125,8 +126,33 @@ def make_payment(
     return txn
 
 
+def _renders(dispatcher: Any, value: Any) -> bool:
+    return dispatcher.dispatch(type(value)) is not dispatcher.dispatch(object)
+
+
+def render(value: Any) -> Any:
+    """A service's outcome as the gateway answers with it (``frames.reply``), the events it
+    returns for a socket (a backlog) as the frames they are sent as; anything else as it is."""
+    if isinstance(value, list):
+        return [render(item) for item in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(render(item) for item in value)
+    if _renders(frames.reply, value):
+        return frames.reply(value)
+    if _renders(frames.device_frame, value):
+        return frames.device_frame(value)
+    return value
+
+
+def sent(outbox: Outbox) -> tuple[list, list]:
+    """What the gateway sends for the outbox's committed events: (channel-layer messages to
+    devices as (channel, message, on_fail), messages to dashboard groups as (group, message))."""
+    return delivery.messages(outbox.take())
+
+
 class Runner:
-    """Calls a service with a fresh Outbox, running its after-commit hooks as a commit would.
+    """Calls a service with a fresh Outbox, running its after-commit hooks as a commit would,
+    and returns its outcome as the gateway renders it (:func:`render`).
 
     Records what was sent: ``raw`` the last call's channel-layer messages, ``groups`` the
     messages for channel-layer groups (the dashboards) of every call so far.
@@ -141,10 +167,10 @@ class Runner:
         outbox = Outbox()
         try:
             with self.capture(execute=True):
-                return service(outbox=outbox, **kwargs)
+                return render(service(outbox=outbox, **kwargs))
         finally:
-            self.raw = list(outbox.messages)
-            self.groups += outbox.group_messages
+            self.raw, groups = sent(outbox)
+            self.groups += groups
 
     @property
     def sent(self) -> list[tuple[str, dict[str, Any]]]:

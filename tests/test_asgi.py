@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from asgiref.testing import ApplicationCommunicator
 
-from posgateway import gateway
 from posgateway.asgi import application
+from posgateway.gateway import background
 
 
 @pytest.fixture
@@ -16,14 +16,14 @@ def sweeper_on(settings):
     settings.SWEEPER_ENABLED = True
     settings.SWEEP_INTERVAL_S = 3600  # started, but it sleeps: nothing here needs a sweep
     yield
-    assert gateway._sweeper is None, "the test left a sweeper running"
+    assert background._task is None, "the test left a sweeper running"
 
 
 async def test_startup_starts_the_sweeper_and_shutdown_stops_it(sweeper_on):
     app = ApplicationCommunicator(application, {"type": "lifespan", "asgi": {"version": "3.0"}})
     await app.send_input({"type": "lifespan.startup"})
     assert await app.receive_output(5) == {"type": "lifespan.startup.complete"}
-    task = gateway._sweeper
+    task = background._task
     assert task is not None
     assert not task.done()
     assert task.get_name() == "posgw-sweeper"
@@ -31,7 +31,7 @@ async def test_startup_starts_the_sweeper_and_shutdown_stops_it(sweeper_on):
     await app.send_input({"type": "lifespan.shutdown"})
     assert await app.receive_output(5) == {"type": "lifespan.shutdown.complete"}
     assert task.cancelled()
-    assert gateway._sweeper is None
+    assert background._task is None
     await app.wait(5)  # the lifespan coroutine has returned
 
 
@@ -40,7 +40,7 @@ async def test_shutdown_without_a_sweeper_completes(settings):
     app = ApplicationCommunicator(application, {"type": "lifespan", "asgi": {"version": "3.0"}})
     await app.send_input({"type": "lifespan.startup"})
     assert await app.receive_output(5) == {"type": "lifespan.startup.complete"}
-    assert gateway._sweeper is None
+    assert background._task is None
     await app.send_input({"type": "lifespan.shutdown"})
     assert await app.receive_output(5) == {"type": "lifespan.shutdown.complete"}
     await asyncio.wait_for(app.future, 5)

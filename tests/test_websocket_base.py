@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from uvicorn.protocols.utils import ClientDisconnected
 
-from posgateway.dashboard.consumers import DashboardConsumer
-from terminals.consumers import GatewayConsumer
+from posgateway.gateway.consumers import GatewayConsumer
+from posgateway.gateway.dashboard import DashboardConsumer
 
 
 @pytest.mark.parametrize("consumer_class", [GatewayConsumer, DashboardConsumer])

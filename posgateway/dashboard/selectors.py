@@ -16,10 +16,10 @@ from django.db.models.functions import ExtractHour
 
 from payments.exports import money
 from payments.models import Transaction, TransactionStatus
-from payments.selectors import daily_totals, local_midnight, store_zone
+from payments.selectors import daily_totals, local_midnight, store_zone, terminals_for_user
 from sessions.models import RequestStatus, SessionState, TerminalRequest, TerminalSession
 from terminals.models import Device
-from terminals.selectors import groups_for_user, in_user_stores, terminals_for_user
+from terminals.selectors import groups_for_user, in_user_stores
 
 RECENT_SESSIONS = 50
 RECENT_REQUESTS = 25

@@ -24,13 +24,14 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from payments.filters import TransactionFilter
 from payments.models import EventKind, TransactionStatus
 from payments.selectors import transaction_get, transaction_list
+from posgateway.core.events import Outbox
+from posgateway.core.protocol import BadRequest, NotFound
 from posgateway.dashboard import charts
 from posgateway.dashboard import selectors as board
-from posgateway.protocol import BadRequest, NotFound
-from posgateway.realtime import Outbox
+from posgateway.gateway.delivery import deliver_sync
+from posgateway.rest.filters import TransactionFilter
 from terminals import services as terminals
 from terminals.models import DeviceType
 from terminals.selectors import devices_for_user, groups_for_user
@@ -289,7 +290,7 @@ def devices_page(request: HttpRequest) -> HttpResponse:
             except (ValidationError, IntegrityError) as exc:
                 _form_errors(form, exc)
             else:
-                outbox.flush_sync()
+                deliver_sync(outbox)
                 return _with_new_key(request, device, key, "registered")
         context = _devices_context(request, form=form)
         return page(request, "dashboard/devices.html", "dashboard/_devices.html", context)
@@ -313,7 +314,7 @@ def device_rotate(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("dashboard:devices")
     outbox = Outbox()
     key = terminals.device_rotate_key(device=device, outbox=outbox)
-    outbox.flush_sync()  # closes its live connections now; the old key already fails
+    deliver_sync(outbox)  # closes its live connections now; the old key already fails
     return _with_new_key(request, device, key, "rotated")
 
 
@@ -324,7 +325,7 @@ def device_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
     if device.is_active:
         outbox = Outbox()
         terminals.device_deactivate(device=device, outbox=outbox)
-        outbox.flush_sync()
+        deliver_sync(outbox)
         messages.success(
             request, f"{_name(device)} is deactivated; its live connections were closed."
         )

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from posgateway.realtime import Outbox
+from posgateway import nexo
+from posgateway.core.events import Outbox
 from sessions import services as sessions
 from sessions.models import (
     InputType,
@@ -389,7 +390,7 @@ def test_an_answer_is_never_shown_personal_or_not(store_a, api_a):
             },
         }
     }
-    _, session = sessions.terminal_api_request(
+    _, session = nexo.terminal_api_request(
         desktop=store_a.desktop, document=document, outbox=outbox
     )
     answers = {"email": "jane.doe@example.com", "text": "Jane Doe, 12 Elm Street"}

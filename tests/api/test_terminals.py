@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from payments.models import TransactionStatus
-from posgateway.realtime import Outbox
+from posgateway.core.events import Outbox
 from terminals import services
 from terminals.models import DeviceType
 from tests.api.conftest import make_payment

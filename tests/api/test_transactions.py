@@ -9,7 +9,7 @@ import pytest
 
 from payments import services as payments
 from payments.models import TransactionStatus
-from posgateway.realtime import Outbox
+from posgateway.core.events import Outbox
 from terminals import services as terminals
 from terminals.models import DeviceType
 from tests.api.conftest import make_payment

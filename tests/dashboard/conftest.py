@@ -81,7 +81,7 @@ class Services(Runner):
 
     def events(self, group_id: int | None = None) -> list[dict[str, Any]]:
         """The dashboard events queued so far (for one store's group, or all)."""
-        from posgateway.dashboard.events import store_group
+        from posgateway.gateway.frames import dashboard_group as store_group
 
         return [
             message["event"]

@@ -10,12 +10,14 @@ import pytest
 from django.db import transaction
 
 from payments import services as payments
-from posgateway.dashboard.events import publish, store_group
-from posgateway.protocol import Conflict
-from posgateway.realtime import Outbox
+from posgateway.core.events import Outbox
+from posgateway.core.protocol import Conflict
+from posgateway.gateway import delivery
+from posgateway.gateway.frames import dashboard_group as store_group
 from sessions import services as sessions
 from sessions.models import RequestKind, SessionState, TerminalSession
 from terminals import services as terminals
+from terminals.events import DeviceChanged
 from tests.dashboard.conftest import make_payment
 
 pytestmark = pytest.mark.django_db
@@ -63,11 +65,11 @@ def test_nothing_is_published_when_the_transaction_rolls_back(django_capture_on_
     with django_capture_on_commit_callbacks(execute=True):
         try:
             with transaction.atomic():
-                publish(outbox, 1, {"type": "device"})
+                outbox.publish(DeviceChanged(1, "POS-1", "desktop", "online", True))
                 raise RuntimeError("rolled back")
         except RuntimeError:
             pass
-    assert outbox.group_messages == []
+    assert delivery.messages(outbox.take()) == ([], [])
 
 
 def test_timeouts_and_late_results_are_published(run, store_a):
@@ -163,9 +165,9 @@ async def test_a_refused_group_send_is_logged_and_does_not_stop_the_flush(
     monkeypatch.setattr(layer, "group_send", refuse)
     monkeypatch.setattr(layer, "send", send)
     outbox = Outbox()
-    outbox.group_messages.append(("dashboard.store.1", {"type": "dashboard.event", "event": {}}))
-    outbox.messages.append(("device!1", {"type": "gateway.frame", "frame": {}}, None))
+    outbox.events.append(DeviceChanged(1, "POS-1", "desktop", "online", True))
+    outbox.events.append(delivery.Push("device!1", {}))
     with caplog.at_level(logging.WARNING, logger="posgateway.realtime"):
-        assert await outbox.flush() == []
+        assert await delivery.deliver(outbox) == []
     assert sent == ["device!1"]
     assert "group send to dashboard.store.1 failed" in caplog.text

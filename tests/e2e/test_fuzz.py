@@ -1142,7 +1142,7 @@ def with_ids(data: str | bytes, ids: dict[str, str]) -> str | bytes:
 async def test_generated_frames_get_one_clean_answer_each_and_change_nothing(
     fuzzed: Fuzzed, capsys
 ):
-    from posgateway.dispatch import build_actions
+    from posgateway.gateway.actions import ACTIONS
 
     gateway, own, inputs = fuzzed.gateway, fuzzed.own, fuzzed.inputs
     other_terminal = await gateway.connect(fuzzed.other.terminal)
@@ -1154,7 +1154,7 @@ async def test_generated_frames_get_one_clean_answer_each_and_change_nothing(
     }
     frames = [Frame(f.sender, with_ids(f.data, ids), f.kind) for f in inputs.frames]
     assert len(frames) >= 10_000
-    table = build_actions()
+    table = ACTIONS
     before = row_counts(gateway.deployment)
 
     started = time.monotonic()

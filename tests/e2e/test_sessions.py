@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from posgateway.backoffice.management.commands.simulate_terminal import Simulator
 from posgateway.client import Operation, TerminalApiClient, TerminalApiError
 from posgateway.client.terminal_api import admin_request
-from terminals.management.commands.simulate_terminal import Simulator
 from tests.e2e.conftest import TIMESTAMP, Gateway, Store
 from tests.e2e.conftest import DeviceClient as Device
 from tests.e2e.harness import deployment_for_this_run

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from terminals.management.commands.simulate_terminal import Simulator
+from posgateway.backoffice.management.commands.simulate_terminal import Simulator
 from tests.e2e.conftest import (
     DeviceClient,
     Gateway,

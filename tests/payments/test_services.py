@@ -18,9 +18,7 @@ from rest_framework.test import APIClient
 
 from payments import services as payments
 from payments.models import DesktopMessage, Transaction, TransactionEvent
-from posgateway import gateway
-from posgateway.dashboard.templatetags.dashboard import amount as dashboard_amount
-from posgateway.protocol import (
+from posgateway.core.protocol import (
     TERMINAL_BUSY,
     TRANSACTION_ID_REUSED,
     TRANSACTION_NOT_FOUND,
@@ -28,9 +26,11 @@ from posgateway.protocol import (
     Conflict,
     NotFound,
 )
+from posgateway.dashboard.templatetags.dashboard import amount as dashboard_amount
+from posgateway.gateway import connections as gateway
 from terminals import services as terminals
 from terminals.models import Device, DeviceType
-from tests.factories import Runner, Store, make_device, make_group, open_connection
+from tests.factories import Runner, Store, make_device, make_group, open_connection, render
 
 pytestmark = pytest.mark.django_db
 
@@ -354,7 +354,7 @@ def test_timeout_while_the_desktop_is_away_is_kept_for_redelivery(run, world):
     run(payments.sweep_payment_timeouts)
 
     assert run.frames_to(DESK) == []
-    [kept] = payments.unacked_results(desktop_pk=world.desktop.pk)
+    [kept] = render(payments.unacked_results(desktop_pk=world.desktop.pk))
     assert kept["paymentResponse"]["status"] == "TIMEOUT"
 
 
@@ -554,14 +554,14 @@ def test_ack_with_a_seq_that_is_not_a_non_negative_integer_is_bad_request(run, w
 def test_unacked_results_are_returned_in_seq_order_until_acknowledged(run, world):
     pushed = three_results(run, world)
 
-    assert payments.unacked_results(desktop_pk=world.desktop.pk) == pushed
+    assert render(payments.unacked_results(desktop_pk=world.desktop.pk)) == pushed
     assert [f["seq"] for f in pushed] == [1, 2, 3]
 
     payments.results_ack(desktop=world.desktop, seq=1)
-    assert payments.unacked_results(desktop_pk=world.desktop.pk) == pushed[1:]
+    assert render(payments.unacked_results(desktop_pk=world.desktop.pk)) == pushed[1:]
 
     payments.results_ack(desktop=world.desktop, seq=3)
-    assert payments.unacked_results(desktop_pk=world.desktop.pk) == []
+    assert render(payments.unacked_results(desktop_pk=world.desktop.pk)) == []
 
 
 def test_unacked_results_older_than_the_redelivery_window_are_not_resent(run, world, settings):
@@ -571,7 +571,7 @@ def test_unacked_results_older_than_the_redelivery_window_are_not_resent(run, wo
         created_at=timezone.now() - dt.timedelta(seconds=3601)
     )
 
-    assert payments.unacked_results(desktop_pk=world.desktop.pk) == pushed[1:]
+    assert render(payments.unacked_results(desktop_pk=world.desktop.pk)) == pushed[1:]
 
 
 def test_in_flight_requests_are_resent_to_the_reconnected_terminal(run, world):
@@ -583,7 +583,7 @@ def test_in_flight_requests_are_resent_to_the_reconnected_terminal(run, world):
     [forwarded] = run.frames_to(TERM)
     start(run, world, "TXN-OTHER", terminal_id="TERM-2")
 
-    resent = payments.in_flight_requests(terminal_pk=world.terminal.pk)
+    resent = render(payments.in_flight_requests(terminal_pk=world.terminal.pk))
 
     [frame] = resent
     assert frame["action"] == "paymentRequest"
@@ -601,7 +601,7 @@ def test_a_resent_request_names_the_desktops_connection_of_now(run, world):
     run(terminals.connection_close, connection_pk=world.desk_conn.pk, code=1006)
     desk_again = open_connection(run, world.desktop, "test!desk-2")
 
-    [frame] = payments.in_flight_requests(terminal_pk=world.terminal.pk)
+    [frame] = render(payments.in_flight_requests(terminal_pk=world.terminal.pk))
 
     assert first["desktopId"] == world.desk_conn.connection_id
     assert frame["desktopId"] == desk_again.connection_id != world.desk_conn.connection_id
@@ -611,7 +611,7 @@ def test_a_resent_request_keeps_the_stored_desktop_id_while_the_desktop_is_away(
     start(run, world)
     run(terminals.connection_close, connection_pk=world.desk_conn.pk, code=1000)
 
-    [frame] = payments.in_flight_requests(terminal_pk=world.terminal.pk)
+    [frame] = render(payments.in_flight_requests(terminal_pk=world.terminal.pk))
 
     assert frame["desktopId"] == world.desk_conn.connection_id
 
@@ -730,10 +730,10 @@ def test_cancel_of_a_final_payment_returns_the_stored_result(run, world):
 
 def test_status_reports_state_result_and_timestamps(run, world):
     start(run, world)
-    in_flight = payments.payment_status(group_id=world.group.pk, transaction_id="TXN-1")
+    in_flight = render(payments.payment_status(group_id=world.group.pk, transaction_id="TXN-1"))
     report(run, world, authorizationCode="AUTH-1")
 
-    final = payments.payment_status(group_id=world.group.pk, transaction_id="TXN-1")
+    final = render(payments.payment_status(group_id=world.group.pk, transaction_id="TXN-1"))
 
     assert in_flight["action"] == "transactionStatus"
     assert in_flight["status"] == "IN_PROGRESS"

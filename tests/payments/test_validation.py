@@ -17,7 +17,7 @@ from payments.validation import (
     validate_payment_request,
     validate_payment_response,
 )
-from posgateway.protocol import BadRequest
+from posgateway.core.protocol import BadRequest
 
 VISA = "4111111111111111"  # Luhn-valid test card
 NOT_LUHN = "4111111111111112"

@@ -24,7 +24,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from payments.models import Transaction, TransactionStatus
-from posgateway.realtime import Outbox
+from posgateway.core.events import Outbox
 from sessions.models import (
     RequestKind,
     RequestStatus,

@@ -29,7 +29,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from payments.validation import validate_payment_request
-from posgateway.protocol import BadRequest
+from posgateway.core.protocol import BadRequest
 from terminals.models import Device
 from terminals.tokens import token_digest
 from tests.e2e.conftest import DeviceClient, Gateway
@@ -254,7 +254,7 @@ async def test_keys_and_tokens_never_reach_the_server_log_or_its_database(
 
 def test_every_configured_log_handler_redacts_keys_in_urls():
     """What ``manage.py runserver`` logs for a 404 (its access log goes through logging)."""
-    from posgateway.redact import RedactSecrets
+    from posgateway.core.redact import RedactSecrets
 
     handlers = [
         h
@@ -281,7 +281,7 @@ def test_uvicorn_access_lines_keep_their_format_without_the_key():
     from uvicorn.config import LOGGING_CONFIG
     from uvicorn.logging import AccessFormatter
 
-    from posgateway.redact import RedactSecrets
+    from posgateway.core.redact import RedactSecrets
 
     record = logging.LogRecord(
         "uvicorn.access",
@@ -300,7 +300,7 @@ def test_uvicorn_access_lines_keep_their_format_without_the_key():
 
 
 def test_uvicorn_logs_an_invalid_utf8_frame_as_a_warning_without_traceback():
-    from posgateway.serverlog import INVALID_UTF8, ClientFrameErrors
+    from posgateway.core.serverlog import INVALID_UTF8, ClientFrameErrors
 
     try:
         b"\xff".decode()

@@ -26,9 +26,10 @@ from django.urls import get_resolver
 
 from payments import services as payments
 from payments.models import TransactionStatus
+from posgateway import nexo
 from posgateway.client.terminal_api import Operation, service_identification
-from posgateway.realtime import Outbox
-from sessions import services as sessions
+from posgateway.core.events import Outbox
+from posgateway.gateway.delivery import deliver_sync
 from terminals import services as terminals
 from terminals.models import Device
 from terminals.selectors import device_for_key
@@ -378,15 +379,15 @@ def _b_changes_everything(world: World) -> None:
             },
         }
     }
-    response, _ = sessions.terminal_api_request(desktop=b.desktop, document=end, outbox=outbox)
+    response, _ = nexo.terminal_api_request(desktop=b.desktop, document=end, outbox=outbox)
     assert response["SaleToPOIResponse"]["AdminResponse"]["Response"]["Result"] == "Success"
-    outbox.flush_sync()
+    deliver_sync(outbox)
 
 
 def _a_changes_one_thing(world: World) -> None:
     outbox = Outbox()
     terminals.connection_close(connection_pk=world.a.terminal_conn.pk, code=1000, outbox=outbox)
-    outbox.flush_sync()
+    deliver_sync(outbox)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -18,9 +18,10 @@ from django.utils import timezone
 
 from payments import services as payments
 from payments.models import Transaction
-from posgateway import gateway
-from posgateway.protocol import BadRequest, Conflict, NotFound
-from posgateway.realtime import Outbox
+from posgateway import nexo
+from posgateway.core.events import Outbox
+from posgateway.core.protocol import BadRequest, Conflict, NotFound
+from posgateway.gateway import connections as gateway
 from sessions import services
 from sessions.models import (
     RequestKind,
@@ -31,7 +32,7 @@ from sessions.models import (
 )
 from terminals import services as terminals
 from terminals.models import Connection, Device, DeviceType
-from tests.factories import make_device
+from tests.factories import make_device, render, sent
 
 pytestmark = pytest.mark.django_db
 
@@ -116,8 +117,8 @@ def run(django_capture_on_commit_callbacks):
     def call(fn, **kw: Any) -> tuple[Any, Sent]:
         outbox = Outbox()
         with django_capture_on_commit_callbacks(execute=True):
-            value = fn(outbox=outbox, **kw)
-        return value, Sent([(c, m) for c, m, _ in outbox.messages])
+            value = render(fn(outbox=outbox, **kw))
+        return value, Sent([(c, m) for c, m, _ in sent(outbox)[0]])
 
     return call
 
@@ -171,7 +172,7 @@ def world(django_capture_on_commit_callbacks) -> World:
 
 def api(run, world: World, document: object, desktop: Device | None = None):
     (response, session), sent = run(
-        services.terminal_api_request, desktop=desktop or world.desktop, document=document
+        nexo.terminal_api_request, desktop=desktop or world.desktop, document=document
     )
     return response, session, sent
 
@@ -644,9 +645,9 @@ def test_an_expired_session_cannot_be_ended(run, world: World, settings) -> None
 
 
 def test_resume_frames_tell_a_reconnecting_terminal_of_its_session(run, world: World) -> None:
-    assert services.session_resume_frames(terminal_pk=world.terminal.pk) == []
+    assert render(services.session_resumed(terminal_pk=world.terminal.pk)) == []
     begin(run, world, operations=op("DisplayRequest", 2500))
-    frames = services.session_resume_frames(terminal_pk=world.terminal.pk)
+    frames = render(services.session_resumed(terminal_pk=world.terminal.pk))
     assert len(frames) == 1
     assert frames[0]["action"] == "sessionBegin"
     assert frames[0]["resumed"] is True
@@ -656,9 +657,9 @@ def test_resume_frames_tell_a_reconnecting_terminal_of_its_session(run, world: W
             {"type": "DisplayRequest", "variant": "WaitingScreen", "waitingScreenTimeoutMs": 2500}
         ],
     }
-    assert services.session_resume_frames(terminal_pk=world.other_terminal.pk) == []
+    assert render(services.session_resumed(terminal_pk=world.other_terminal.pk)) == []
     api(run, world, end_doc())
-    assert services.session_resume_frames(terminal_pk=world.terminal.pk) == []
+    assert render(services.session_resumed(terminal_pk=world.terminal.pk)) == []
 
 
 def test_a_terminal_connecting_during_a_session_gets_it_in_its_backlog(run, world: World) -> None:
@@ -684,13 +685,13 @@ def test_a_terminal_connecting_during_a_session_gets_it_in_its_backlog(run, worl
 def test_in_flight_display_and_input_requests_are_resent_with_the_waiting_screen(
     run, world: World
 ) -> None:
-    assert services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox()) == []
+    assert render(services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox())) == []
     begin(run, world, operations=[op("InputRequest", 3000)])
     body = {"requestId": "IN-1", "type": "menu", "prompt": "Tip?", "options": ["0", "10"]}
     _, sent = start(run, world, RequestKind.INPUT, body)
     first = sent.one(world.terminal_channel, "inputRequest")
 
-    frames = services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox())
+    frames = render(services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox()))
     assert len(frames) == 1
     again = frames[0]
     assert again["resent"] is True
@@ -698,11 +699,14 @@ def test_in_flight_display_and_input_requests_are_resent_with_the_waiting_screen
     assert {k: again[k] for k in ("action", "requestId", "inputRequest", "desktopId")} == {
         k: first[k] for k in ("action", "requestId", "inputRequest", "desktopId")
     }
-    assert services.in_flight_requests(terminal_pk=world.other_terminal.pk, outbox=Outbox()) == []
+    assert (
+        render(services.in_flight_requests(terminal_pk=world.other_terminal.pk, outbox=Outbox()))
+        == []
+    )
 
     # Once answered, nothing is resent.
     answer(run, world, RequestKind.INPUT, {"requestId": "IN-1", "status": "SUCCESS", "value": "0"})
-    assert services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox()) == []
+    assert render(services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox())) == []
 
 
 def test_a_resent_request_carries_no_waiting_screen_once_the_session_ended(
@@ -712,7 +716,7 @@ def test_a_resent_request_carries_no_waiting_screen_once_the_session_ended(
     _, sent = start(run, world, RequestKind.DISPLAY, {"requestId": "D-1", "lines": ["Hi"]})
     assert "waitingScreen" in sent.one(world.terminal_channel, "displayRequest")
     api(run, world, end_doc())
-    (frame,) = services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox())
+    (frame,) = render(services.in_flight_requests(terminal_pk=world.terminal.pk, outbox=Outbox()))
     assert frame["action"] == "displayRequest"
     assert frame["resent"] is True
     assert "waitingScreen" not in frame

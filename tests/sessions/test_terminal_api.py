@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from posgateway.realtime import Outbox
+from posgateway.core.events import Outbox
 from sessions.models import SessionState, TerminalSession
 from terminals import services as terminals
 from terminals.models import DeviceType

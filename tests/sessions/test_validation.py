@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 
-from posgateway.protocol import BadRequest
+from posgateway.core.protocol import BadRequest
+from posgateway.nexo import TerminalApiFailure, parse_terminal_api_request
 from sessions.validation import (
     MAX_INPUT_TIME_MS,
     MAX_WAITING_SCREEN_MS,
-    TerminalApiFailure,
-    parse_terminal_api_request,
     validate_display_request,
     validate_display_response,
     validate_input_request,

@@ -7,7 +7,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 
 from posgateway.asgi import application
-from posgateway.layers import RedisChannelLayer
+from posgateway.gateway.layers import RedisChannelLayer
 
 
 def _close_thread_connections() -> None:
@@ -33,7 +33,7 @@ async def fresh_channel_layer(monkeypatch):
     channels-redis binds its receive lock and connection pools to the loop that first used
     them; a layer shared across tests fails with "bound to a different event loop".
 
-    A closed socket's blocking pop (BZPOPMIN) runs to its end (posgateway.layers), up to
+    A closed socket's blocking pop (BZPOPMIN) runs to its end (posgateway.gateway.layers), up to
     channels-redis's ``brpop_timeout`` of 5 s, and closing the pools waits for it: a short
     timeout here keeps each test's teardown under a second instead of five.
     """

@@ -10,9 +10,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from rest_framework.exceptions import AuthenticationFailed
 
+from posgateway.rest.authentication import HashedTokenAuthentication
 from terminals.models import Device, DeviceType, Group
 from terminals.selectors import device_for_key
-from terminals.tokens import HashedTokenAuthentication
 from tests.factories import make_device, make_group
 
 pytestmark = pytest.mark.django_db

@@ -13,9 +13,10 @@ from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
 from payments.models import DesktopMessage, Transaction, TransactionEvent
-from posgateway.realtime import Outbox
+from posgateway.core.events import Outbox
+from posgateway.gateway.consumers import GatewayConsumer
+from posgateway.gateway.heartbeat import write_local_activity
 from terminals import services
-from terminals.consumers import GatewayConsumer, write_local_activity
 from terminals.models import Connection, Device, DeviceType
 from tests.factories import make_device, make_group
 
@@ -733,7 +734,7 @@ async def test_an_active_socket_the_gateway_already_closed_is_told_connection_no
     # A sweep closed this connection in the database (its close message to the socket was
     # lost). The next bulk write of lastActivity finds it: the socket is told and closed, so
     # the client reconnects.
-    monkeypatch.setattr("terminals.consumers.activity_write_interval", lambda: 0.0)
+    monkeypatch.setattr("posgateway.gateway.heartbeat.activity_write_interval", lambda: 0.0)
     terminal, hello = await connect(ws_clients, store.terminal_key)
     await db(Connection.objects.filter(connection_id=hello["connectionId"]).update)(
         closed_at=timezone.now(), close_code=4408
@@ -858,7 +859,7 @@ async def test_escaped_surrogate_pairs_and_other_escapes_are_accepted(ws_clients
 async def test_activity_of_every_active_socket_is_written_in_one_sweep(
     ws_clients, store, monkeypatch
 ):
-    monkeypatch.setattr("terminals.consumers.activity_write_interval", lambda: 0.0)
+    monkeypatch.setattr("posgateway.gateway.heartbeat.activity_write_interval", lambda: 0.0)
     terminal, t_hello = await connect(ws_clients, store.terminal_key)
     desktop, d_hello = await connect(ws_clients, store.desktop_key)
     await write_local_activity()  # what connecting marked

@@ -7,7 +7,7 @@ import pytest
 from django.db import OperationalError
 from django.test import AsyncClient
 
-from posgateway import health
+from posgateway.gateway import health
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

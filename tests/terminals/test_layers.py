@@ -1,4 +1,5 @@
-"""The channel layers' fixes (posgateway/layers.py), against the real thing where there is one."""
+"""The channel layers' fixes (posgateway/gateway/layers.py), against the real thing where there
+is one."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import uuid
 import pytest
 from channels.exceptions import ChannelFull
 
-from posgateway.layers import InMemoryChannelLayer, RedisChannelLayer
+from posgateway.gateway.layers import InMemoryChannelLayer, RedisChannelLayer
 from tests.services import redis_url
 
 

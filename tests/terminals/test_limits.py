@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from terminals import consumers
+from posgateway.core.ratelimit import AddressLimiter
+from posgateway.gateway import consumers
 from terminals.models import DeviceType
 from tests.factories import make_device, make_group
 from tests.terminals.test_consumers import (
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def _fresh_handshake_limiter(monkeypatch):
-    monkeypatch.setattr(consumers, "HANDSHAKES", consumers.AddressLimiter())
+    monkeypatch.setattr(consumers, "HANDSHAKES", AddressLimiter())
 
 
 async def test_a_frame_flood_gets_too_many_requests_and_the_socket_stays_open(ws_clients, settings):

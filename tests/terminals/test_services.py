@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from posgateway.protocol import DIFFERENT_GROUP, TERMINAL_NOT_FOUND, Forbidden, NotFound
+from posgateway.core.protocol import DIFFERENT_GROUP, TERMINAL_NOT_FOUND, Forbidden, NotFound
 from terminals import services
 from terminals.models import Connection, Device, DeviceType, generate_key
 from terminals.selectors import device_for_key, resolve_terminal
@@ -261,7 +261,7 @@ def test_resolve_terminal_by_device_id(run, store):
     group, _, terminal, _ = store
     conn = open_connection(run, terminal, "test!term")
 
-    device, live = resolve_terminal(group_id=group.pk, terminal_id="TERM-1")
+    device, live = resolve_terminal(group_id=group.pk, terminal_id="TERM-1").require()
 
     assert device == terminal
     assert live == conn
@@ -272,7 +272,7 @@ def test_resolve_terminal_by_connection_id(run, store):
     anonymous, _ = make_device(group, DeviceType.TERMINAL, None)
     conn = open_connection(run, anonymous, "test!anon")
 
-    device, live = resolve_terminal(group_id=group.pk, terminal_id=conn.connection_id)
+    device, live = resolve_terminal(group_id=group.pk, terminal_id=conn.connection_id).require()
 
     assert device == anonymous
     assert live == conn
@@ -284,7 +284,7 @@ def test_device_id_is_looked_up_before_connection_id(run, store):
     # Another terminal whose deviceId happens to equal TERM-1's connectionId.
     lookalike, _ = make_device(group, DeviceType.TERMINAL, conn.connection_id)
 
-    device, live = resolve_terminal(group_id=group.pk, terminal_id=conn.connection_id)
+    device, live = resolve_terminal(group_id=group.pk, terminal_id=conn.connection_id).require()
 
     assert device == lookalike
     assert live is None
@@ -295,7 +295,7 @@ def test_an_old_connection_id_resolves_to_the_terminals_newest_connection(run, s
     old = open_connection(run, terminal, "test!term-old")
     new = open_connection(run, terminal, "test!term-new")
 
-    device, live = resolve_terminal(group_id=group.pk, terminal_id=old.connection_id)
+    device, live = resolve_terminal(group_id=group.pk, terminal_id=old.connection_id).require()
 
     assert device == terminal
     assert live == new
@@ -304,10 +304,10 @@ def test_an_old_connection_id_resolves_to_the_terminals_newest_connection(run, s
 def test_a_registered_terminal_that_is_not_connected_resolves_without_a_connection(run, store):
     group, _, terminal, _ = store
 
-    assert resolve_terminal(group_id=group.pk, terminal_id="TERM-1") == (terminal, None)
+    assert resolve_terminal(group_id=group.pk, terminal_id="TERM-1").require() == (terminal, None)
 
     close_connection(run, open_connection(run, terminal, "test!term"), 1000)
-    assert resolve_terminal(group_id=group.pk, terminal_id="TERM-1") == (terminal, None)
+    assert resolve_terminal(group_id=group.pk, terminal_id="TERM-1").require() == (terminal, None)
 
 
 def test_another_stores_connection_id_is_forbidden(run, store):
@@ -316,7 +316,7 @@ def test_another_stores_connection_id_is_forbidden(run, store):
     conn = open_connection(run, foreign, "test!foreign")
 
     with pytest.raises(Forbidden) as error:
-        resolve_terminal(group_id=group.pk, terminal_id=conn.connection_id)
+        resolve_terminal(group_id=group.pk, terminal_id=conn.connection_id).require()
 
     assert error.value.message == DIFFERENT_GROUP
 
@@ -326,7 +326,7 @@ def test_another_stores_device_id_is_not_found(run, store):
     make_device("store-b", DeviceType.TERMINAL, "TERM-9")
 
     with pytest.raises(NotFound) as error:
-        resolve_terminal(group_id=group.pk, terminal_id="TERM-9")
+        resolve_terminal(group_id=group.pk, terminal_id="TERM-9").require()
 
     assert error.value.message == TERMINAL_NOT_FOUND
 
@@ -338,7 +338,7 @@ def test_unknown_ids_and_desktops_are_not_found(run, store, terminal_id):
         terminal_id = desk_conn.connection_id
 
     with pytest.raises(NotFound) as error:
-        resolve_terminal(group_id=group.pk, terminal_id=terminal_id)
+        resolve_terminal(group_id=group.pk, terminal_id=terminal_id).require()
 
     assert error.value.message == TERMINAL_NOT_FOUND
 
@@ -350,7 +350,7 @@ def test_a_deactivated_terminal_is_not_found(run, store):
 
     for terminal_id in ("TERM-1", conn.connection_id):
         with pytest.raises(NotFound):
-            resolve_terminal(group_id=group.pk, terminal_id=terminal_id)
+            resolve_terminal(group_id=group.pk, terminal_id=terminal_id).require()
 
 
 # --- devices and keys ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from django.utils.html import format_html
 
 from payments.exports import customer_id, money, order_id
 from payments.selectors import store_zone
-from posgateway.protocol import iso
+from posgateway.core.protocol import iso
 
 register = template.Library()
 

@@ -1,0 +1,340 @@
+"""The admin: stores, devices and their connections; payments; sessions and requests.
+
+Devices are added, re-keyed and deactivated through the same services as the dashboard (so the
+same rules apply and the dashboards hear of it), with their socket messages sent after commit.
+A new key is shown once, in the page answering the POST itself: never through ``messages``
+(whose default storage is a cookie) nor a session, and the page is never cached.
+"""
+
+from django.contrib import admin, messages
+from django.db import transaction
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
+
+from payments.exports import money
+from payments.models import DesktopMessage, Transaction, TransactionEvent
+from posgateway.core.events import Outbox
+from posgateway.gateway.delivery import deliver_sync
+from sessions.models import TerminalRequest, TerminalSession
+from terminals import services
+from terminals.models import Connection, Device, Group
+
+KEY_TEMPLATE = "admin/terminals/device/new_keys.html"
+
+
+def _flush_after_commit(outbox: Outbox) -> None:
+    """Send the outbox once the admin's transaction (if any) commits: now, outside one."""
+    transaction.on_commit(lambda: deliver_sync(outbox))
+
+
+@admin.register(Group)
+class GroupAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "timezone", "created_at"]
+    search_fields = ["slug", "name"]
+    filter_horizontal = ["members"]
+
+
+class ConnectionInline(admin.TabularInline):
+    model = Connection
+    extra = 0
+    can_delete = False
+    max_num = 0
+    fields = ["connection_id", "connected_at", "last_activity", "closed_at", "close_code"]
+    readonly_fields = fields
+    ordering = ["-connected_at"]
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = [
+        "device_id",
+        "label",
+        "group",
+        "device_type",
+        "status",
+        "status_changed_at",
+        "key_prefix",
+        "is_active",
+    ]
+    list_filter = ["device_type", "status", "is_active", "group"]
+    search_fields = ["device_id", "label", "key_prefix", "group__slug"]
+    list_select_related = ["group"]
+    readonly_fields = [
+        "key_prefix",
+        "status",
+        "status_changed_at",
+        "current_connection",
+        "last_seq",
+        "acked_seq",
+        "created_at",
+        "updated_at",
+    ]
+    actions = ["rotate_key", "deactivate", "reactivate"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Moving a device to another store, or switching it off here, would skip the services
+        # (its live connections stay open): use the actions instead. A new device is active.
+        if obj is not None:
+            return [*self.readonly_fields, "group", "device_type", "is_active"]
+        return [*self.readonly_fields, "is_active"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        outbox = Outbox()
+        device, key = services.device_create(
+            group=obj.group,
+            device_type=obj.device_type,
+            device_id=obj.device_id,
+            label=obj.label,
+            metadata=obj.metadata,
+            outbox=outbox,
+        )
+        _flush_after_commit(outbox)
+        # The admin goes on with ``obj`` (history, the response): make it the saved device.
+        obj.__dict__.update({k: v for k, v in device.__dict__.items() if k != "_state"})
+        obj._state.adding = False
+        obj._state.db = device._state.db
+        request._new_device_keys = [(obj, key)]
+
+    def response_add(self, request, obj, post_url_continue=None):
+        shown = getattr(request, "_new_device_keys", None)
+        if not shown:
+            return super().response_add(request, obj, post_url_continue)
+        return self._keys_page(request, shown, "registered")
+
+    def _keys_page(self, request, shown, what):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"API key{'s' if len(shown) > 1 else ''} {what}",
+            "shown": shown,
+            "what": what,
+        }
+        response = TemplateResponse(request, KEY_TEMPLATE, context)
+        add_never_cache_headers(response)
+        return response
+
+    def delete_model(self, request, obj):
+        outbox = Outbox()
+        services.device_delete(device=obj, outbox=outbox)
+        _flush_after_commit(outbox)  # closes its live connections
+
+    def delete_queryset(self, request, queryset):
+        for device in queryset:
+            self.delete_model(request, device)
+
+    @admin.action(description="Rotate the API key (closes live connections)")
+    def rotate_key(self, request, queryset):
+        shown = []
+        for device in queryset.select_related("group"):
+            if not device.is_active:
+                messages.error(request, f"{device} is deactivated: its key cannot be rotated.")
+                continue
+            outbox = Outbox()
+            key = services.device_rotate_key(device=device, outbox=outbox)
+            _flush_after_commit(outbox)  # closes its live connections; the old key fails now
+            shown.append((device, key))
+        if shown:
+            return self._keys_page(request, shown, "rotated")
+        return None
+
+    @admin.action(description="Deactivate (closes live connections)")
+    def deactivate(self, request, queryset):
+        done = _each(queryset.filter(is_active=True), services.device_deactivate)
+        messages.success(
+            request,
+            f"{done} device{'s' if done != 1 else ''} deactivated; live connections closed.",
+        )
+
+    @admin.action(description="Reactivate (the unchanged key works again)")
+    def reactivate(self, request, queryset):
+        done = _each(queryset.filter(is_active=False), services.device_reactivate)
+        messages.success(request, f"{done} device{'s' if done != 1 else ''} reactivated.")
+
+
+def _each(devices, service) -> int:
+    """Run a device service on each device, its socket messages sent after commit."""
+    done = 0
+    for device in devices:
+        outbox = Outbox()
+        service(device=device, outbox=outbox)
+        _flush_after_commit(outbox)
+        done += 1
+    return done
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    list_display = [
+        "connection_id",
+        "device",
+        "connected_at",
+        "last_activity",
+        "closed_at",
+        "close_code",
+        "remote_addr",
+    ]
+    list_filter = ["closed_at", "device__device_type"]
+    search_fields = ["connection_id", "device__device_id"]
+    list_select_related = ["device__group"]
+    readonly_fields = [f.name for f in Connection._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+# REST API tokens are stored as digests (terminals/tokens.py): the admin lists and revokes them,
+# but cannot show one or make one (create_staff or `drf_create_token -r` print a new one once).
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class ApiTokenAdmin(TokenAdmin):
+    list_display = ("user", "created")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class TransactionEventInline(admin.TabularInline):
+    model = TransactionEvent
+    extra = 0
+    can_delete = False
+    max_num = 0
+    fields = ["created_at", "kind", "source", "old_status", "new_status", "detail"]
+    readonly_fields = fields
+
+
+@admin.register(Transaction)
+class TransactionAdmin(admin.ModelAdmin):
+    list_display = [
+        "transaction_id",
+        "group",
+        "status",
+        "amount_text",
+        "currency",
+        "terminal",
+        "desktop",
+        "late",
+        "created_at",
+        "completed_at",
+    ]
+    list_filter = ["status", "late", "currency", "group"]
+    search_fields = [
+        "transaction_id",
+        "authorization_code",
+        "terminal__device_id",
+        "desktop__device_id",
+        "terminal_ref",
+    ]
+    # A device's name includes its store: join it, or every row costs two queries.
+    list_select_related = ["group", "terminal__group", "desktop__group"]
+    date_hierarchy = "created_at"
+    inlines = [TransactionEventInline]
+    # Money and what the terminal said are records, not settings: nobody edits them here.
+    # The amount as the currency writes it ("12.30" USD), not as stored ("12.3000").
+    readonly_fields = [
+        "amount_text" if f.name == "amount" else f.name for f in Transaction._meta.fields
+    ]
+    exclude = ["amount"]
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_text(self, txn: Transaction) -> str:
+        return money(txn.amount, txn.currency)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(TransactionEvent)
+class TransactionEventAdmin(admin.ModelAdmin):
+    list_display = ["transaction", "created_at", "kind", "source", "old_status", "new_status"]
+    list_filter = ["kind", "source"]
+    search_fields = ["transaction__transaction_id"]
+    list_select_related = ["transaction"]
+    readonly_fields = [f.name for f in TransactionEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DesktopMessage)
+class DesktopMessageAdmin(admin.ModelAdmin):
+    list_display = ["device", "seq", "transaction", "created_at", "acked_at"]
+    list_filter = ["acked_at"]
+    search_fields = ["transaction__transaction_id", "device__device_id"]
+    list_select_related = ["device__group", "transaction"]
+    readonly_fields = [f.name for f in DesktopMessage._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+class TerminalRequestInline(admin.TabularInline):
+    model = TerminalRequest
+    extra = 0
+    can_delete = False
+    max_num = 0
+    fields = ["request_id", "kind", "input_type", "status", "created_at", "completed_at"]
+    readonly_fields = fields
+
+
+@admin.register(TerminalSession)
+class TerminalSessionAdmin(admin.ModelAdmin):
+    list_display = [
+        "session_id",
+        "group",
+        "terminal",
+        "desktop",
+        "state",
+        "begun_at",
+        "last_request_at",
+        "ended_at",
+        "end_reason",
+    ]
+    list_filter = ["state", "group"]
+    search_fields = ["session_id", "terminal__device_id", "sale_id"]
+    list_select_related = ["group", "terminal__group", "desktop__group"]
+    readonly_fields = [f.name for f in TerminalSession._meta.fields]
+    inlines = [TerminalRequestInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(TerminalRequest)
+class TerminalRequestAdmin(admin.ModelAdmin):
+    list_display = [
+        "request_id",
+        "kind",
+        "input_type",
+        "group",
+        "terminal",
+        "status",
+        "session",
+        "created_at",
+        "completed_at",
+    ]
+    list_filter = ["kind", "status", "input_type", "group"]
+    search_fields = ["request_id", "terminal__device_id", "session__session_id"]
+    list_select_related = ["group", "terminal__group", "session"]
+    readonly_fields = [f.name for f in TerminalRequest._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

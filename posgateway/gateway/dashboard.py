@@ -1,0 +1,186 @@
+"""The dashboard's socket (``/ws/dashboard/``): staff browsers, authenticated by their login.
+
+Transport only. It accepts a logged-in staff user whose browser came from one of our own
+origins, joins the channel-layer groups of that user's stores (and only those), and passes on
+the events the services publish (built in ``posgateway.gateway.frames``). It never answers with
+data: the page fetches its own fragments over HTTP, scoped like every page.
+
+The stores are joined once, at connect; a login can end (log out, deactivated, password changed)
+or lose a store while the socket stays open. So before an event is passed on, at most every
+``DASHBOARD_RECHECK_S`` seconds (2 by default), the session is read again from the session store
+and the user's stores again from the database. A session that no longer holds this user closes
+the socket with 4401 (the page then reloads to the login page); stores that no longer include
+every joined one close it with 4403 (the page reconnects and joins the right ones).
+
+Device sockets (``/ws/``) are authorised by key alone and must not check Origin (POS and terminal
+clients send none); this socket rides on the session cookie, so it must (cross-site WebSocket
+hijacking), and it refuses a handshake without an Origin header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from importlib import import_module
+from typing import Any
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.security.websocket import OriginValidator
+from django.conf import settings
+from django.contrib.auth import get_user
+
+from posgateway.core.health import CHANNEL_LAYER
+from posgateway.gateway.frames import dashboard_group as store_group
+from posgateway.gateway.websocket import WebsocketConsumer
+from terminals.selectors import groups_for_user
+
+logger = logging.getLogger("posgateway.dashboard")
+
+
+class SiteOriginValidator(OriginValidator):
+    """Origins of ``ALLOWED_HOSTS`` and ``CSRF_TRUSTED_ORIGINS``, read at each handshake (so
+    settings changed in tests or at run time apply); a missing Origin is always refused."""
+
+    def __init__(self, application: Any) -> None:
+        super().__init__(application, allowed_origins=[])
+
+    @property
+    def allowed_origins(self) -> list[str]:  # type: ignore[override]
+        hosts = list(settings.ALLOWED_HOSTS)
+        if settings.DEBUG and not hosts:
+            hosts = ["localhost", "127.0.0.1", "[::1]"]
+        return hosts + list(getattr(settings, "CSRF_TRUSTED_ORIGINS", []))
+
+    @allowed_origins.setter
+    def allowed_origins(self, value: list[str]) -> None:
+        pass  # computed from the settings
+
+    def valid_origin(self, parsed_origin: Any) -> bool:
+        if parsed_origin is None or not parsed_origin.hostname:
+            return False
+        return self.validate_origin(parsed_origin)
+
+
+def _user_store_pks(user: Any) -> list[int]:
+    if not (user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser)):
+        return []
+    return list(groups_for_user(user).values_list("pk", flat=True))
+
+
+CLOSE_LOGGED_OUT = 4401
+CLOSE_STORES_CHANGED = 4403
+DEFAULT_RECHECK_S = 2.0
+
+
+class _SessionOnly:
+    """What ``django.contrib.auth.get_user`` reads of a request: its session."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+
+def _still_allowed(session_key: str | None, user_pk: Any, joined: tuple[str, ...]) -> int | None:
+    """None while the login still holds and still covers the joined stores, else a close code."""
+    if not session_key:
+        return CLOSE_LOGGED_OUT
+    engine = import_module(settings.SESSION_ENGINE)
+    # A fresh read from the session store (not the scope's copy, loaded at connect): a log out
+    # flushed it, a password change no longer matches its hash, a deactivation fails the backend.
+    user = get_user(_SessionOnly(engine.SessionStore(session_key)))
+    if not user.is_authenticated or user.pk != user_pk:
+        return CLOSE_LOGGED_OUT
+    allowed = {store_group(pk) for pk in _user_store_pks(user)}
+    if not set(joined) <= allowed:
+        return CLOSE_STORES_CHANGED
+    return None
+
+
+class DashboardConsumer(WebsocketConsumer):
+    groups_joined: tuple[str, ...] = ()
+    checked_at: float = 0.0
+    closing: bool = False
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()  # before accepting: the handshake is refused with HTTP 403
+            return
+        store_pks = await database_sync_to_async(_user_store_pks)(user)
+        if not store_pks and not user.is_superuser:
+            await self.close()
+            return
+        self.groups_joined = tuple(store_group(pk) for pk in store_pks)
+        try:
+            for name in self.groups_joined:
+                await self.channel_layer.group_add(name, self.channel_name)
+        except Exception as exc:
+            # Redis down: refuse the handshake; the page shows "not live" and tries again.
+            CHANNEL_LAYER.failed(exc, "dashboard connect")
+            await self.close()
+            return
+        self.checked_at = time.monotonic()
+        await self.accept()
+        # Joined: from here on nothing is missed. The page refreshes what it shows on this
+        # message, which covers whatever changed between its render and now.
+        await self.send(text_data=json.dumps({"type": "ready", "stores": len(store_pks)}))
+
+    async def disconnect(self, code: int) -> None:
+        for name in self.groups_joined:
+            try:
+                await self.channel_layer.group_discard(name, self.channel_name)
+            except Exception as exc:
+                CHANNEL_LAYER.failed(exc, "dashboard disconnect")
+                return  # the layer is down; its group memberships expire by themselves
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # The page pings to learn that the socket still answers; anything else is ignored.
+        if not text_data or len(text_data) > 256:
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            return
+        if isinstance(frame, dict) and frame.get("type") == "ping":
+            await self.send(text_data=json.dumps({"type": "pong"}))
+
+    async def dashboard_event(self, message: dict[str, Any]) -> None:
+        if self.closing or not await self._still_allowed():
+            return
+        await self.send(text_data=json.dumps(message["event"], separators=(",", ":")))
+
+    async def _still_allowed(self) -> bool:
+        """Re-check the login, at most every DASHBOARD_RECHECK_S; close the socket if it ended."""
+        every = float(getattr(settings, "DASHBOARD_RECHECK_S", DEFAULT_RECHECK_S))
+        now = time.monotonic()
+        if now - self.checked_at < every:
+            return True
+        session = self.scope.get("session")
+        code = await database_sync_to_async(_still_allowed)(
+            getattr(session, "session_key", None), self.scope["user"].pk, self.groups_joined
+        )
+        self.checked_at = time.monotonic()
+        if code is None:
+            return True
+        self.closing = True
+        logger.info("dashboard socket closed (%s): login ended or stores changed", code)
+        await self.close(code=code)
+        return False
+
+    async def layer_failed(self, exc: Exception) -> dict[str, Any]:
+        """The page cannot be live without the layer: the socket closes (1011) with one warning
+        per outage; the page shows "not live", reconnects with backoff and, once the layer is
+        back, refreshes what it shows on "ready"."""
+        CHANNEL_LAYER.failed(exc, "dashboard receive")
+        return {"type": "dashboard.layer_lost"}
+
+    async def dashboard_layer_lost(self, message: dict[str, Any]) -> None:
+        await self.close(code=1011)
+        raise StopConsumer()
+
+
+def dashboard_application() -> Any:
+    """The socket as mounted in ``posgateway.routing``: Origin check, then the login session."""
+    return SiteOriginValidator(AuthMiddlewareStack(DashboardConsumer.as_asgi()))
