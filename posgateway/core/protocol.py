@@ -85,6 +85,21 @@ def _child_path(path: str, key: object) -> str:
     return f"{path}[{json.dumps(shown)}]"
 
 
+def reason_phrase(status: int) -> str:
+    """The ``error`` of an error body: the status's reason phrase (413 as the protocol names it)."""
+    if status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+        return "Payload Too Large"  # the protocol's (and RFC 9110's) name for 413
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
+    """``{"error": <reason phrase>, "message": <text>, ...}``: every error, on every interface."""
+    return {"error": reason_phrase(status), "message": message, **extra}
+
+
 class ProtocolError(Exception):
     """An error the client caused or must be told about, in the protocol's own form."""
 
@@ -95,12 +110,8 @@ class ProtocolError(Exception):
         self.message = message
         self.extra = {k: v for k, v in extra.items() if v is not None}
 
-    @property
-    def reason(self) -> str:
-        return self.status.phrase
-
     def to_frame(self) -> dict[str, Any]:
-        return {"error": self.reason, "message": self.message, **self.extra}
+        return error_body(self.status, self.message, **self.extra)
 
 
 class BadRequest(ProtocolError):
@@ -125,10 +136,6 @@ class Conflict(ProtocolError):
 
 class PayloadTooLarge(ProtocolError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-
-    @property
-    def reason(self) -> str:
-        return "Payload Too Large"
 
 
 class TooManyRequests(ProtocolError):

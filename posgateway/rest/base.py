@@ -26,7 +26,7 @@ from rest_framework import exceptions, pagination, serializers
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from posgateway.core.protocol import InternalError, ProtocolError, iso
+from posgateway.core.protocol import InternalError, ProtocolError, error_body, iso
 from terminals.selectors import groups_for_user
 
 logger = logging.getLogger("posgateway.api")
@@ -36,15 +36,6 @@ MAX_PAGE_SIZE = 500
 
 
 # --- Errors ------------------------------------------------------------------------------------
-
-
-def reason_phrase(status: int) -> str:
-    if status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
-        return "Payload Too Large"  # the protocol's (and RFC 9110's) name for 413
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
 
 
 def _messages(detail: Any) -> list[str]:
@@ -67,10 +58,6 @@ def _message(detail: Any) -> str:
             parts.append(text if name in ("non_field_errors", "__all__") else f"{name}: {text}")
         return " ".join(parts)
     return " ".join(_messages(detail))
-
-
-def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": reason_phrase(status), "message": message, **extra}
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:

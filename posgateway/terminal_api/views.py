@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from posgateway import nexo
 from posgateway.core.events import Outbox
+from posgateway.core.protocol import error_body
 from posgateway.gateway import frames
 from posgateway.gateway.delivery import Push, deliver_sync
 from terminals.models import DeviceType
@@ -25,19 +26,19 @@ from terminals.selectors import device_for_key, live_connection
 logger = logging.getLogger("sessions.terminal_api")
 
 
-def _error(status: int, error: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": error, "message": message}, status=status)
+def _error(status: int, message: str) -> JsonResponse:
+    return JsonResponse(error_body(status, message), status=status)
 
 
 def _handle(request: HttpRequest, *, push: bool) -> HttpResponse:
     key = request.headers.get("x-api-key", "")
     desktop = device_for_key(key=key)
     if desktop is None or desktop.device_type != DeviceType.DESKTOP:
-        return _error(401, "Unauthorized", "A valid desktop API key is required in x-api-key")
+        return _error(401, "A valid desktop API key is required in x-api-key")
     body = request.body
     limit = settings.MAX_MESSAGE_BYTES  # the same limit as a WebSocket frame
     if len(body) > limit:
-        return _error(413, "Payload Too Large", f"The body exceeds {limit} bytes")
+        return _error(413, f"The body exceeds {limit} bytes")
     try:
         document = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -61,7 +62,7 @@ def _no_constants(name: str):
 
 
 def _method_not_allowed() -> JsonResponse:
-    response = _error(405, "Method Not Allowed", "Use POST")
+    response = _error(405, "Use POST")
     response["Allow"] = "POST"
     return response
 
