@@ -66,6 +66,20 @@ from terminals.services import desktop_next_seq, desktop_seq_acked
 logger = logging.getLogger("payments")
 
 
+def _note(txn: Transaction, kind: str, source: str, outbox: Outbox | None, **detail: Any) -> None:
+    """A step that leaves the status as it is: its event row, and the dashboards told."""
+    TransactionEvent.objects.create(
+        transaction=txn,
+        kind=kind,
+        source=source,
+        old_status=txn.status,
+        new_status=txn.status,
+        detail=detail,
+    )
+    if outbox is not None:
+        outbox.publish(PaymentChanged.of(txn, kind))
+
+
 def _log(txn: Transaction, what: str, old: str = "", new: str = "") -> None:
     arrow = f" {old or '-'} -> {new}" if new else ""
     logger.info("transactionId=%s store=%s %s%s", txn.transaction_id, txn.group_id, what, arrow)
@@ -354,15 +368,7 @@ def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -
         ):
             _record_result(terminal, response, kind=EventKind.LATE_RESULT, late=True, **by_pk)
             return
-        TransactionEvent.objects.create(
-            transaction=txn,
-            kind=EventKind.IGNORED_RESULT,
-            source=EventSource.TERMINAL,
-            old_status=old,
-            new_status=old,
-            detail={"paymentResponse": response},
-        )
-        outbox.publish(PaymentChanged.of(txn, EventKind.IGNORED_RESULT))
+        _note(txn, EventKind.IGNORED_RESULT, EventSource.TERMINAL, outbox, paymentResponse=response)
         _log(txn, f"conflicting result {new} ignored, already {old}")
     # Raised after the commit, so the ignored result stays in the event log.
     raise Conflict("Transaction already completed", transactionId=tid, status=old)
@@ -589,14 +595,7 @@ def payment_cancel(
     txn = _get(group_id, transaction_id)
     if txn.is_final:
         return StoredResult(_stored_result(txn))
-    TransactionEvent.objects.create(
-        transaction=txn,
-        kind=EventKind.CANCEL_REQUESTED,
-        source=EventSource.DESKTOP,
-        old_status=txn.status,
-        new_status=txn.status,
-    )
-    outbox.publish(PaymentChanged.of(txn, EventKind.CANCEL_REQUESTED))
+    _note(txn, EventKind.CANCEL_REQUESTED, EventSource.DESKTOP, outbox)
     live = live_connection(device_id=txn.terminal_id)
     if live is not None:
         outbox.publish(CancelForwarded(txn.transaction_id, live.channel_name))
@@ -685,15 +684,7 @@ def in_flight_requests(
     )
     resent: list[PaymentForwarded | CancelForwarded] = []
     for txn in txns:
-        TransactionEvent.objects.create(
-            transaction=txn,
-            kind=EventKind.RESENT,
-            source=EventSource.GATEWAY,
-            old_status=txn.status,
-            new_status=txn.status,
-        )
-        if outbox is not None:
-            outbox.publish(PaymentChanged.of(txn, EventKind.RESENT))
+        _note(txn, EventKind.RESENT, EventSource.GATEWAY, outbox)
         _log(txn, "resent to the reconnected terminal")
         screen = occupancy.waiting_screen(
             terminal_pk=txn.terminal_id, operation_type=OPERATION_TYPE

@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from posgateway.core.events import Outbox
@@ -214,25 +216,25 @@ def session_keep_response(*, session_pk: int, response: dict[str, Any]) -> None:
     TerminalSession.objects.filter(pk=session_pk).update(last_response=response)
 
 
+def _each_due(due: QuerySet[Any], limit: int) -> Iterator[Any]:
+    """Each row ``due`` finds (at most ``limit``), locked in a transaction of its own while it
+    still matches: another process may have handled it meanwhile. The caller's loop body runs in
+    that transaction (it must not ``break``: closing the generator rolls the row back)."""
+    for pk in list(due.values_list("pk", flat=True)[:limit]):
+        with transaction.atomic():
+            row = due.select_for_update().filter(pk=pk).first()
+            if row is not None:
+                yield row
+
+
 def sweep_sessions(*, outbox: Outbox, limit: int = 200) -> int:
     """Expire sessions without a request for SESSION_MAX_AGE_S; the terminal is told."""
     cutoff = timezone.now() - dt.timedelta(seconds=settings.SESSION_MAX_AGE_S)
-    due = list(
-        TerminalSession.objects.filter(
-            state=SessionState.ACTIVE, last_request_at__lt=cutoff
-        ).values_list("pk", flat=True)[:limit]
-    )
+    due = TerminalSession.objects.filter(state=SessionState.ACTIVE, last_request_at__lt=cutoff)
     done = 0
-    for pk in due:
-        with transaction.atomic():
-            session = (
-                TerminalSession.objects.select_for_update()
-                .filter(pk=pk, state=SessionState.ACTIVE, last_request_at__lt=cutoff)
-                .first()
-            )
-            if session is not None:
-                _end(session, SessionState.EXPIRED, "expired", outbox)
-                done += 1
+    for session in _each_due(due, limit):
+        _end(session, SessionState.EXPIRED, "expired", outbox)
+        done += 1
     return done
 
 
@@ -408,39 +410,25 @@ def request_result(*, kind: str, terminal: Device, response: Any, outbox: Outbox
 def sweep_request_timeouts(*, outbox: Outbox, limit: int = 200) -> int:
     """A display or input request without an answer by its deadline times out, once."""
     now = timezone.now()
-    due = list(
-        TerminalRequest.objects.filter(
-            status=RequestStatus.IN_PROGRESS, deadline_at__lt=now
-        ).values_list("pk", flat=True)[:limit]
-    )
+    due = TerminalRequest.objects.filter(status=RequestStatus.IN_PROGRESS, deadline_at__lt=now)
     done = 0
-    for pk in due:
-        with transaction.atomic():
-            req = (
-                TerminalRequest.objects.select_for_update()
-                .filter(pk=pk, status=RequestStatus.IN_PROGRESS)
-                .first()
-            )
-            if req is None:
-                continue
-            answer = {
-                "requestId": req.request_id,
-                "status": RequestStatus.TIMEOUT,
-                "errorMessage": "No answer from the terminal in time",
-            }
-            if req.kind == RequestKind.INPUT:
-                answer["type"] = req.input_type
-            req.status = RequestStatus.TIMEOUT
-            req.result = _stored_result(req, answer)
-            req.error_message = answer["errorMessage"]
-            req.completed_at = now
-            req.save(update_fields=["status", "result", "error_message", "completed_at"])
-            outbox.publish(RequestChanged.of(req))
-            live = live_connection(device_id=req.desktop_id)
-            if live is not None:
-                outbox.publish(
-                    RequestCompleted(req.kind, req.request_id, answer, live.channel_name)
-                )
-            logger.info("%s request %s timed out store=%s", req.kind, req.request_id, req.group_id)
-            done += 1
+    for req in _each_due(due, limit):
+        answer = {
+            "requestId": req.request_id,
+            "status": RequestStatus.TIMEOUT,
+            "errorMessage": "No answer from the terminal in time",
+        }
+        if req.kind == RequestKind.INPUT:
+            answer["type"] = req.input_type
+        req.status = RequestStatus.TIMEOUT
+        req.result = _stored_result(req, answer)
+        req.error_message = answer["errorMessage"]
+        req.completed_at = now
+        req.save(update_fields=["status", "result", "error_message", "completed_at"])
+        outbox.publish(RequestChanged.of(req))
+        live = live_connection(device_id=req.desktop_id)
+        if live is not None:
+            outbox.publish(RequestCompleted(req.kind, req.request_id, answer, live.channel_name))
+        logger.info("%s request %s timed out store=%s", req.kind, req.request_id, req.group_id)
+        done += 1
     return done

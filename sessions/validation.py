@@ -32,6 +32,12 @@ DISPLAY_STATUSES = ("SUCCESS", "FAILED", "CANCELLED")
 INPUT_STATUSES = ("SUCCESS", "FAILED", "CANCELLED", "TIMEOUT")
 
 
+def _milliseconds(data: dict[str, Any], key: str, root: str, default: int, maximum: int) -> int:
+    """An optional positive number of milliseconds, at most ``maximum``, else ``default``."""
+    value = data.get(key)
+    return default if value is None else _positive_int(value, f"{root}.{key}", maximum)
+
+
 def _positive_int(value: object, path: str, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise BadRequest(f"{path} must be a positive integer (milliseconds)")
@@ -84,11 +90,8 @@ def validate_display_request(data: object) -> dict[str, Any]:
         ]
     if cart is not None:
         out["cart"] = _cart(cart, f"{root}.cart")
-    duration = data.get("durationMs")
-    out["durationMs"] = (
-        DEFAULT_DURATION_MS
-        if duration is None
-        else _positive_int(duration, f"{root}.durationMs", MAX_DURATION_MS)
+    out["durationMs"] = _milliseconds(
+        data, "durationMs", root, DEFAULT_DURATION_MS, MAX_DURATION_MS
     )
     return out
 
@@ -154,11 +157,8 @@ def validate_input_request(data: object) -> dict[str, Any]:
             raise BadRequest(f"{root}.options values must be unique")
     elif options is not None:
         raise BadRequest(f"{root}.options is only for the menu type")
-    limit = data.get("maxInputTimeMs")
-    out["maxInputTimeMs"] = (
-        DEFAULT_INPUT_TIME_MS
-        if limit is None
-        else _positive_int(limit, f"{root}.maxInputTimeMs", MAX_INPUT_TIME_MS)
+    out["maxInputTimeMs"] = _milliseconds(
+        data, "maxInputTimeMs", root, DEFAULT_INPUT_TIME_MS, MAX_INPUT_TIME_MS
     )
     return out
 
