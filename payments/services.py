@@ -184,13 +184,13 @@ def payment_start(
             outbox.publish(PaymentChanged.of(txn, EventKind.FORWARDED))
     except IntegrityError:
         # Lost a race with another request: the same transactionId, or the terminal got busy.
-        existing = (
+        winner = (
             Transaction.objects.select_related("terminal")
             .filter(group_id=group_id, transaction_id=tid)
             .first()
         )
-        if existing is not None:
-            return _payment_repeat(existing, request, terminal_id, outbox)
+        if winner is not None:
+            return _payment_repeat(winner, request, terminal_id, outbox)
         busy = _busy(terminal, tid) if terminal is not None else None
         if busy is None:
             raise  # neither race: the database refused for a reason of its own
