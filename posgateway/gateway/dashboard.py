@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from importlib import import_module
+from re import Pattern
 from typing import Any
 
 from channels.auth import AuthMiddlewareStack
@@ -48,14 +50,14 @@ class SiteOriginValidator(OriginValidator):
         super().__init__(application, allowed_origins=[])
 
     @property
-    def allowed_origins(self) -> list[str]:  # type: ignore[override]
+    def allowed_origins(self) -> list[str]:
         hosts = list(settings.ALLOWED_HOSTS)
         if settings.DEBUG and not hosts:
             hosts = ["localhost", "127.0.0.1", "[::1]"]
         return hosts + list(getattr(settings, "CSRF_TRUSTED_ORIGINS", []))
 
     @allowed_origins.setter
-    def allowed_origins(self, value: list[str]) -> None:
+    def allowed_origins(self, value: Iterable[str | Pattern[str]]) -> None:
         pass  # computed from the settings
 
     def valid_origin(self, parsed_origin: Any) -> bool:
