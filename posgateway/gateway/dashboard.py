@@ -91,7 +91,8 @@ def _still_allowed(session_key: str | None, user_pk: Any, joined: tuple[str, ...
     engine = import_module(settings.SESSION_ENGINE)
     # A fresh read from the session store (not the scope's copy, loaded at connect): a log out
     # flushed it, a password change no longer matches its hash, a deactivation fails the backend.
-    user = get_user(_SessionOnly(engine.SessionStore(session_key)))
+    # get_user reads nothing of a request but its session; the stub asks for a whole HttpRequest.
+    user = get_user(_SessionOnly(engine.SessionStore(session_key)))  # type: ignore[arg-type]
     if not user.is_authenticated or user.pk != user_pk:
         return CLOSE_LOGGED_OUT
     allowed = {store_group(pk) for pk in _user_store_pks(user)}
@@ -160,8 +161,10 @@ class DashboardConsumer(WebsocketConsumer):
         if now - self.checked_at < every:
             return True
         session = self.scope.get("session")
+        user = self.scope["user"]
+        assert user is not None  # connect() accepted only a scope with a logged-in user
         code = await database_sync_to_async(_still_allowed)(
-            getattr(session, "session_key", None), self.scope["user"].pk, self.groups_joined
+            getattr(session, "session_key", None), user.pk, self.groups_joined
         )
         self.checked_at = time.monotonic()
         if code is None:
