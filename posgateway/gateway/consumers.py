@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from pprint import pformat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
@@ -50,6 +50,9 @@ from terminals.services import (
     CLOSE_UNAVAILABLE,
 )
 
+if TYPE_CHECKING:
+    from asgiref.typing import WebSocketDisconnectEvent, WebSocketReceiveEvent, WebSocketScope
+
 logger = logging.getLogger("terminals.consumers")
 
 
@@ -57,7 +60,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def key_from_scope(scope: dict[str, Any]) -> str:
+def key_from_scope(scope: WebSocketScope) -> str:
     """``Authorization: Bearer <key>`` wins over ``?key=<key>``."""
     for name, value in scope.get("headers", []):
         if name == b"authorization":
@@ -122,7 +125,7 @@ class GatewayConsumer(WebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+    async def websocket_disconnect(self, message: WebSocketDisconnectEvent) -> None:
         # As Channels' own, without the aclose_old_connections hop (see dispatch).
         for group in self.groups:
             await self.channel_layer.group_discard(group, self.channel_name)
@@ -189,7 +192,7 @@ class GatewayConsumer(WebsocketConsumer):
         except Exception as exc:
             log_failure(exc, f"recording the disconnect of {self.ctx.connection_id} failed")
 
-    async def websocket_receive(self, message: dict[str, Any]) -> None:
+    async def websocket_receive(self, message: WebSocketReceiveEvent) -> None:
         if self.ctx is None:
             return  # unauthenticated: already told and closing
         self.last_seen = time.monotonic()
@@ -235,7 +238,7 @@ class GatewayConsumer(WebsocketConsumer):
         if reply is not None:
             await self.send_frame(reply)
 
-    def decode(self, message: dict[str, Any]) -> dict[str, Any]:
+    def decode(self, message: WebSocketReceiveEvent) -> dict[str, Any]:
         text = message.get("text")
         if text is None:
             raise BadRequest(BINARY_NOT_SUPPORTED)
