@@ -92,7 +92,9 @@ def _lazy_autobahn_config_log() -> None:
     except ImportError:  # not served by daphne
         return
     if getattr(protocol, "pformat", None) is pformat:
-        protocol.pformat = _LazyPformat
+        # A stand-in, not a str: autobahn's log lines only format it (its Timings.__str__
+        # would return it, but only with trackTimings, which daphne leaves off).
+        protocol.pformat = _LazyPformat  # type: ignore[assignment]
 
 
 _lazy_autobahn_config_log()
@@ -276,6 +278,8 @@ class GatewayConsumer(WebsocketConsumer):
 
     async def _send_results_after(self, seq: int) -> None:
         """Send the stored results above ``seq`` in order (a gap in the live pushes)."""
+        # Pushes reach only a channel connect() registered, and it set ctx from that registration.
+        assert self.ctx is not None
         try:
             missing = await database_sync_to_async(connections.results_after)(ctx=self.ctx, seq=seq)
         except Exception as exc:
@@ -290,6 +294,7 @@ class GatewayConsumer(WebsocketConsumer):
         results' seq."""
         for event in events:
             frame = frames.device_frame(event)
+            assert frame is not None  # what is read back (results, requests, sessions) has one
             await self.send_frame(frame)
             if frame.get("action") == "paymentComplete":
                 self.sent_seq = max(self.sent_seq, frame["seq"])
