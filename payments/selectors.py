@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import zoneinfo
-from collections import namedtuple
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
@@ -120,7 +120,25 @@ EXPORT_FIELDS = {
 }
 
 
-ExportRow = namedtuple("ExportRow", EXPORT_FIELDS)
+class ExportRow(NamedTuple):
+    """One payment as the export reads it: the fields of EXPORT_FIELDS, in its order."""
+
+    transaction_id: str
+    store: str
+    timezone: str
+    terminal: str | None
+    desktop: str | None
+    status: str
+    amount: Decimal
+    currency: str
+    payment_method: str
+    authorization_code: str
+    metadata: Any
+    customer_info: Any
+    created_at: dt.datetime
+    completed_at: dt.datetime | None
+    late: bool
+    error_message: str
 
 
 def transactions_for_export(
@@ -175,7 +193,8 @@ def daily_totals(
             **{key: Count("pk", filter=Q(status=status)) for key, status in _STATUS_COUNTS.items()},
             "lateCount": Count("pk", filter=Q(late=True)),
         }
-        query = (
+        # Each row holds the aggregates too (the stubs know only the keys named in values()).
+        query: QuerySet[Transaction, Mapping[str, Any]] = (
             Transaction.objects.filter(
                 group_id__in=store_pks, created_at__gte=start, created_at__lt=end
             )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -198,13 +198,13 @@ def payment_start(
             outbox.publish(PaymentChanged.of(txn, EventKind.FORWARDED))
     except IntegrityError:
         # Lost a race with another request: the same transactionId, or the terminal got busy.
-        existing = (
+        winner = (
             Transaction.objects.select_related("terminal")
             .filter(group_id=group_id, transaction_id=tid)
             .first()
         )
-        if existing is not None:
-            return _payment_repeat(existing, request, terminal_id, outbox)
+        if winner is not None:
+            return _payment_repeat(winner, request, terminal_id, outbox)
         busy = _busy(terminal, tid) if terminal is not None else None
         if busy is None:
             raise  # neither race: the database refused for a reason of its own
@@ -354,7 +354,7 @@ def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -
         if txn is None:
             raise NotFound(TRANSACTION_NOT_FOUND, transactionId=tid)
         old = txn.status
-        by_pk = {"where": _WHERE_PK, "params": [txn.pk], "old": old, "outbox": outbox}
+        by_pk: _Found = {"where": _WHERE_PK, "params": [txn.pk], "old": old, "outbox": outbox}
         if old in IN_FLIGHT_STATUSES:
             _record_result(terminal, response, kind=EventKind.RESULT, late=False, **by_pk)
             return
@@ -396,6 +396,15 @@ _WHERE_PK = statement("{Transaction.id} = %s", Transaction)
 _RETURNING = statement(
     " RETURNING {Transaction.id}, {Transaction.desktop}, {Transaction.late}", Transaction
 )
+
+
+class _Found(TypedDict):
+    """``_record_result``'s arguments for a payment already read: its row, its status."""
+
+    where: str
+    params: list[Any]
+    old: str
+    outbox: Outbox
 
 
 def _record_result(

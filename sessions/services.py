@@ -60,7 +60,8 @@ from terminals.selectors import live_connection, resolve_terminal
 
 logger = logging.getLogger("sessions")
 
-OPERATION_OF_KIND = {
+# Keyed by RequestKind, looked up with the plain str a request or a row holds (equal, same hash).
+OPERATION_OF_KIND: dict[str, OperationType] = {
     RequestKind.DISPLAY: OperationType.DISPLAY_REQUEST,
     RequestKind.INPUT: OperationType.INPUT_REQUEST,
 }

@@ -106,6 +106,9 @@ class Device(models.Model):
     acked_seq = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Not a field: the number of devices in its store, only on a device read (and locked) by
+    # terminals.services._locked_device.
+    store_devices: int
 
     class Meta:
         # No join in the default ordering: row locks (select_for_update) must not reach Group.

@@ -19,6 +19,7 @@ from typing import Any
 
 from django.db import models
 
+from posgateway.core.sql import column as column_of
 from posgateway.core.sql import execute
 from terminals.models import Device
 
@@ -46,9 +47,9 @@ class InFlightKind:
     def subquery(self, terminal_column: str) -> str:
         """SQL for the id in flight on the terminal in ``terminal_column``, NULL if none."""
         meta = self.model._meta
-        column = meta.get_field(self.id_field).column
-        status = meta.get_field(self.status_field).column
-        terminal = meta.get_field("terminal").column
+        column = column_of(meta.get_field(self.id_field))
+        status = column_of(meta.get_field(self.status_field))
+        terminal = column_of(meta.get_field("terminal"))
         statuses = ", ".join(f"'{s}'" for s in self.statuses)  # TextChoices values: constants
         return (
             f"(SELECT x.{column} FROM {meta.db_table} x"  # noqa: S608 (model metadata)

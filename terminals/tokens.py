@@ -30,12 +30,15 @@ def token_digest(token: str) -> str:
 def hash_new_token(sender: type, instance: Token, **kwargs: Any) -> None:
     """pre_save of Token: a row being inserted gets the digest as its key."""
     if instance._state.adding and not kwargs.get("raw"):
-        instance.shown_once = instance.key or Token.generate_key()
-        instance.key = token_digest(instance.shown_once)
+        token = instance.key or Token.generate_key()
+        # An attribute of our own on DRF's model, for show_token_once.
+        instance.shown_once = token  # type: ignore[attr-defined]
+        instance.key = token_digest(token)
 
 
 def show_token_once(sender: type, instance: Token, created: bool, **kwargs: Any) -> None:
     """post_save of Token: the creator's instance carries the token itself, this once."""
-    if created and getattr(instance, "shown_once", None):
-        instance.key = instance.shown_once
-        del instance.shown_once
+    token = getattr(instance, "shown_once", None)
+    if created and token:
+        instance.key = token
+        del instance.shown_once  # type: ignore[attr-defined]  # set by hash_new_token

@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import re
 from http import HTTPStatus
-from typing import Any
+from typing import Any, overload
 
 INVALID_JSON = "Invalid JSON in message body"
 TERMINAL_ID_REQUIRED = "terminalId is required"
@@ -40,6 +40,12 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+@overload
+def iso(value: dt.datetime) -> str: ...
+@overload
+def iso(value: None) -> None: ...
+@overload
+def iso(value: dt.datetime | None) -> str | None: ...
 def iso(value: dt.datetime | None) -> str | None:
     """ISO 8601 UTC with milliseconds and Z, as every timestamp on the wire."""
     if value is None:

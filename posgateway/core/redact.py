@@ -90,4 +90,4 @@ def _install_daphne() -> None:
         return original(self, host, date, redact(request), *args, **kw)
 
     write_entry.redacts = True  # type: ignore[attr-defined]
-    AccessLogGenerator.write_entry = write_entry  # type: ignore[method-assign]
+    AccessLogGenerator.write_entry = write_entry

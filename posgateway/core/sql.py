@@ -13,6 +13,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import ForeignObjectRel
 
 
 class _Names:
@@ -28,7 +29,15 @@ class _Names:
         return self.model._meta.db_table
 
     def __getattr__(self, name: str) -> str:
-        return self.model._meta.get_field(name).column
+        return column(self.model._meta.get_field(name))
+
+
+def column(field: models.Field | ForeignObjectRel) -> str:
+    """The column of a field that a statement names: a concrete one (a reverse relation, or a
+    relation over several columns, has none)."""
+    assert isinstance(field, models.Field), field
+    assert field.column is not None, field
+    return field.column
 
 
 def statement(template: str, *models_: type[models.Model]) -> str:
@@ -115,7 +124,7 @@ def insert(obj: models.Model, *, returning: str = "", params: tuple = ()) -> Any
     key = (conn.vendor, model, returning)
     if key not in _INSERTS:
         fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-        names = ", ".join(conn.ops.quote_name(f.column) for f in fields)
+        names = ", ".join(conn.ops.quote_name(column(f)) for f in fields)
         table = conn.ops.quote_name(model._meta.db_table)
         marks = ", ".join(["%s"] * len(fields))
         statement = f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608 (model columns)

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from pprint import pformat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
@@ -50,6 +50,9 @@ from terminals.services import (
     CLOSE_UNAVAILABLE,
 )
 
+if TYPE_CHECKING:
+    from asgiref.typing import WebSocketDisconnectEvent, WebSocketReceiveEvent, WebSocketScope
+
 logger = logging.getLogger("terminals.consumers")
 
 
@@ -57,7 +60,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def key_from_scope(scope: dict[str, Any]) -> str:
+def key_from_scope(scope: WebSocketScope) -> str:
     """``Authorization: Bearer <key>`` wins over ``?key=<key>``."""
     for name, value in scope.get("headers", []):
         if name == b"authorization":
@@ -89,7 +92,9 @@ def _lazy_autobahn_config_log() -> None:
     except ImportError:  # not served by daphne
         return
     if getattr(protocol, "pformat", None) is pformat:
-        protocol.pformat = _LazyPformat
+        # A stand-in, not a str: autobahn's log lines only format it (its Timings.__str__
+        # would return it, but only with trackTimings, which daphne leaves off).
+        protocol.pformat = _LazyPformat  # type: ignore[assignment]
 
 
 _lazy_autobahn_config_log()
@@ -122,7 +127,7 @@ class GatewayConsumer(WebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+    async def websocket_disconnect(self, message: WebSocketDisconnectEvent) -> None:
         # As Channels' own, without the aclose_old_connections hop (see dispatch).
         for group in self.groups:
             await self.channel_layer.group_discard(group, self.channel_name)
@@ -189,7 +194,7 @@ class GatewayConsumer(WebsocketConsumer):
         except Exception as exc:
             log_failure(exc, f"recording the disconnect of {self.ctx.connection_id} failed")
 
-    async def websocket_receive(self, message: dict[str, Any]) -> None:
+    async def websocket_receive(self, message: WebSocketReceiveEvent) -> None:
         if self.ctx is None:
             return  # unauthenticated: already told and closing
         self.last_seen = time.monotonic()
@@ -235,7 +240,7 @@ class GatewayConsumer(WebsocketConsumer):
         if reply is not None:
             await self.send_frame(reply)
 
-    def decode(self, message: dict[str, Any]) -> dict[str, Any]:
+    def decode(self, message: WebSocketReceiveEvent) -> dict[str, Any]:
         text = message.get("text")
         if text is None:
             raise BadRequest(BINARY_NOT_SUPPORTED)
@@ -273,6 +278,8 @@ class GatewayConsumer(WebsocketConsumer):
 
     async def _send_results_after(self, seq: int) -> None:
         """Send the stored results above ``seq`` in order (a gap in the live pushes)."""
+        # Pushes reach only a channel connect() registered, and it set ctx from that registration.
+        assert self.ctx is not None
         try:
             missing = await database_sync_to_async(connections.results_after)(ctx=self.ctx, seq=seq)
         except Exception as exc:
@@ -287,6 +294,7 @@ class GatewayConsumer(WebsocketConsumer):
         results' seq."""
         for event in events:
             frame = frames.device_frame(event)
+            assert frame is not None  # what is read back (results, requests, sessions) has one
             await self.send_frame(frame)
             if frame.get("action") == "paymentComplete":
                 self.sent_seq = max(self.sent_seq, frame["seq"])

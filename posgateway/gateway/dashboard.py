@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from importlib import import_module
+from re import Pattern
 from typing import Any
 
 from channels.auth import AuthMiddlewareStack
@@ -48,14 +50,14 @@ class SiteOriginValidator(OriginValidator):
         super().__init__(application, allowed_origins=[])
 
     @property
-    def allowed_origins(self) -> list[str]:  # type: ignore[override]
+    def allowed_origins(self) -> list[str]:
         hosts = list(settings.ALLOWED_HOSTS)
         if settings.DEBUG and not hosts:
             hosts = ["localhost", "127.0.0.1", "[::1]"]
         return hosts + list(getattr(settings, "CSRF_TRUSTED_ORIGINS", []))
 
     @allowed_origins.setter
-    def allowed_origins(self, value: list[str]) -> None:
+    def allowed_origins(self, value: Iterable[str | Pattern[str]]) -> None:
         pass  # computed from the settings
 
     def valid_origin(self, parsed_origin: Any) -> bool:
@@ -89,7 +91,8 @@ def _still_allowed(session_key: str | None, user_pk: Any, joined: tuple[str, ...
     engine = import_module(settings.SESSION_ENGINE)
     # A fresh read from the session store (not the scope's copy, loaded at connect): a log out
     # flushed it, a password change no longer matches its hash, a deactivation fails the backend.
-    user = get_user(_SessionOnly(engine.SessionStore(session_key)))
+    # get_user reads nothing of a request but its session; the stub asks for a whole HttpRequest.
+    user = get_user(_SessionOnly(engine.SessionStore(session_key)))  # type: ignore[arg-type]
     if not user.is_authenticated or user.pk != user_pk:
         return CLOSE_LOGGED_OUT
     allowed = {store_group(pk) for pk in _user_store_pks(user)}
@@ -158,8 +161,10 @@ class DashboardConsumer(WebsocketConsumer):
         if now - self.checked_at < every:
             return True
         session = self.scope.get("session")
+        user = self.scope["user"]
+        assert user is not None  # connect() accepted only a scope with a logged-in user
         code = await database_sync_to_async(_still_allowed)(
-            getattr(session, "session_key", None), self.scope["user"].pk, self.groups_joined
+            getattr(session, "session_key", None), user.pk, self.groups_joined
         )
         self.checked_at = time.monotonic()
         if code is None:

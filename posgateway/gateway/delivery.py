@@ -109,6 +109,7 @@ async def deliver(outbox: Outbox) -> list[OnFail]:
     if not to_devices and not to_groups:
         return failures
     layer = get_channel_layer()
+    assert layer is not None  # settings.CHANNEL_LAYERS always has a default
     for channel_name, message, on_fail in to_devices:
         try:
             await layer.send(channel_name, message)

@@ -61,6 +61,7 @@ def _database_ok() -> None:
 
 async def _channel_layer_ok() -> None:
     layer = get_channel_layer()
+    assert layer is not None  # settings.CHANNEL_LAYERS always has a default
     # The default prefix, like the sockets' own channels: channels-redis reads every channel
     # of a process from one Redis key named by it, and whichever reader holds its receive
     # lock pops only that key. A channel of another prefix ("healthz.") waited behind any

@@ -25,6 +25,7 @@ from posgateway.gateway.delivery import deliver
 from terminals.services import CLOSE_STALE, connections_touch
 
 if TYPE_CHECKING:
+    from posgateway.gateway.actions import DeviceContext
     from posgateway.gateway.consumers import GatewayConsumer
 
 logger = logging.getLogger("terminals.consumers")
@@ -33,6 +34,12 @@ logger = logging.getLogger("terminals.consumers")
 LIVE: weakref.WeakSet[GatewayConsumer] = weakref.WeakSet()
 # Handshakes per client address, for this process.
 HANDSHAKES = AddressLimiter()
+
+
+def _ctx(consumer: GatewayConsumer) -> DeviceContext:
+    """The context of a socket in LIVE: set by its connect before it joined, never unset."""
+    assert consumer.ctx is not None
+    return consumer.ctx
 
 
 def activity_write_interval() -> float:
@@ -71,7 +78,7 @@ async def write_local_activity() -> None:
         consumer.activity_pending = False
     try:
         gone = await database_sync_to_async(connections_touch)(
-            connection_pks=[c.ctx.connection_pk for c in active], at=timezone.now()
+            connection_pks=[_ctx(c).connection_pk for c in active], at=timezone.now()
         )
     except Exception as exc:
         if not is_database_outage(exc):
@@ -82,7 +89,7 @@ async def write_local_activity() -> None:
             consumer.activity_pending = True
         return
     for consumer in active:
-        if consumer.ctx.connection_pk in gone:
+        if _ctx(consumer).connection_pk in gone:
             LIVE.discard(consumer)
             try:
                 await consumer.send_frame(NotFound(CONNECTION_NOT_FOUND).to_frame())
@@ -108,13 +115,13 @@ async def sweep_local_connections() -> None:
             if quiet > stale_after:
                 LIVE.discard(consumer)
                 logger.info(
-                    "connection %s is stale after %.0f s", consumer.ctx.connection_id, quiet
+                    "connection %s is stale after %.0f s", _ctx(consumer).connection_id, quiet
                 )
                 await consumer.close(code=CLOSE_STALE)
                 # The socket may never answer the close; record it now.
                 outbox = Outbox()
                 await database_sync_to_async(connections.device_disconnected)(
-                    ctx=consumer.ctx, code=CLOSE_STALE, outbox=outbox
+                    ctx=_ctx(consumer), code=CLOSE_STALE, outbox=outbox
                 )
                 await deliver(outbox)
             elif quiet > interval and not consumer.unasked_pong_sent:

@@ -67,7 +67,13 @@ class InMemoryChannelLayer(BaseChannelLayer):
         clean_interval: float = 1.0,
         **kwargs,
     ) -> None:
-        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        # The stub says int; BaseChannelLayer only stores it, _put adds it to time.time() (the
+        # tests expire messages after 0.05 s).
+        super().__init__(
+            expiry=expiry,  # type: ignore[arg-type]
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
         self.channels: dict[str, _Channel] = {}
         self.groups: dict[str, dict[str, float]] = {}
         self.group_expiry = group_expiry

@@ -11,6 +11,7 @@ from django.http import StreamingHttpResponse
 
 from payments.exports import TRANSACTION_COLUMNS, neutralise
 from payments.models import Transaction, TransactionStatus
+from payments.selectors import EXPORT_FIELDS, ExportRow
 from tests.api.conftest import make_payment
 
 pytestmark = pytest.mark.django_db
@@ -247,3 +248,8 @@ async def test_export_streams_under_asgi(async_client, transactional_db):
     lines = b"".join(chunks).decode().splitlines()
     assert lines[0] == CONTRACT_COLUMNS
     assert len(lines) == 1201
+
+
+def test_export_rows_are_named_by_the_export_fields_in_their_order():
+    # The query reads EXPORT_FIELDS' lookups in order; ExportRow names them by position.
+    assert ExportRow._fields == tuple(EXPORT_FIELDS)
