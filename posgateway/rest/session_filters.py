@@ -52,9 +52,14 @@ class IdFilter(django_filters.Filter):
 
 
 def _ordering(orderings: dict[str, tuple[str, ...]], default: str) -> django_filters.Filter:
+    """``?ordering=``: one of the keys of ``orderings``, sorting by the fields it maps to."""
+
+    def order_by(queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return queryset.order_by(*orderings[value])
+
     return django_filters.ChoiceFilter(
         choices=[(value, value) for value in orderings],
-        method="_ordering",
+        method=order_by,
         label=f"Sort order (default `{default}`, newest first)",
     )
 
@@ -69,11 +74,6 @@ class _DeviceFilters(django_filters.FilterSet):
         field_name="desktop__device_id", label="The desktop's (POS) deviceId"
     )
 
-    orderings: dict[str, tuple[str, ...]] = {}
-
-    def _ordering(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        return queryset.order_by(*self.orderings[value])
-
 
 class SessionFilter(_DeviceFilters):
     status = django_filters.MultipleChoiceFilter(
@@ -87,8 +87,6 @@ class SessionFilter(_DeviceFilters):
     )
     created_after, created_before = created_range("begun_at", "Begun")
     ordering = _ordering(SESSION_ORDERINGS, "-begun_at")
-
-    orderings = SESSION_ORDERINGS
 
     class Meta:
         model = TerminalSession
@@ -119,8 +117,6 @@ class TerminalRequestFilter(_DeviceFilters):
     )
     created_after, created_before = created_range("created_at", "Created")
     ordering = _ordering(REQUEST_ORDERINGS, "-created_at")
-
-    orderings = REQUEST_ORDERINGS
 
     class Meta:
         model = TerminalRequest
