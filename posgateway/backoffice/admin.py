@@ -29,6 +29,14 @@ def _flush_after_commit(outbox: Outbox) -> None:
     transaction.on_commit(lambda: deliver_sync(outbox))
 
 
+class ReadOnlyInline(admin.TabularInline):
+    """A record's rows shown under it: never added, changed or deleted here."""
+
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
 @admin.register(Group)
 class GroupAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "timezone", "created_at"]
@@ -36,11 +44,8 @@ class GroupAdmin(admin.ModelAdmin):
     filter_horizontal = ["members"]
 
 
-class ConnectionInline(admin.TabularInline):
+class ConnectionInline(ReadOnlyInline):
     model = Connection
-    extra = 0
-    can_delete = False
-    max_num = 0
     fields = ["connection_id", "connected_at", "last_activity", "closed_at", "close_code"]
     readonly_fields = fields
     ordering = ["-connected_at"]
@@ -203,11 +208,8 @@ class ApiTokenAdmin(TokenAdmin):
         return False
 
 
-class TransactionEventInline(admin.TabularInline):
+class TransactionEventInline(ReadOnlyInline):
     model = TransactionEvent
-    extra = 0
-    can_delete = False
-    max_num = 0
     fields = ["created_at", "kind", "source", "old_status", "new_status", "detail"]
     readonly_fields = fields
 
@@ -286,11 +288,8 @@ class DesktopMessageAdmin(admin.ModelAdmin):
         return False
 
 
-class TerminalRequestInline(admin.TabularInline):
+class TerminalRequestInline(ReadOnlyInline):
     model = TerminalRequest
-    extra = 0
-    can_delete = False
-    max_num = 0
     fields = ["request_id", "kind", "input_type", "status", "created_at", "completed_at"]
     readonly_fields = fields
 
