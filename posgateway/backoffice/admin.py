@@ -29,6 +29,21 @@ def _flush_after_commit(outbox: Outbox) -> None:
     transaction.on_commit(lambda: deliver_sync(outbox))
 
 
+class ReadOnlyInline(admin.TabularInline):
+    """A record's rows shown under it: never added, changed or deleted here."""
+
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+class RecordAdmin(admin.ModelAdmin):
+    """What the gateway records (connections, payments, messages, sessions): never added here."""
+
+    def has_add_permission(self, request):
+        return False
+
+
 @admin.register(Group)
 class GroupAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "timezone", "created_at"]
@@ -36,11 +51,8 @@ class GroupAdmin(admin.ModelAdmin):
     filter_horizontal = ["members"]
 
 
-class ConnectionInline(admin.TabularInline):
+class ConnectionInline(ReadOnlyInline):
     model = Connection
-    extra = 0
-    can_delete = False
-    max_num = 0
     fields = ["connection_id", "connected_at", "last_activity", "closed_at", "close_code"]
     readonly_fields = fields
     ordering = ["-connected_at"]
@@ -168,7 +180,7 @@ def _each(devices, service) -> int:
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(RecordAdmin):
     list_display = [
         "connection_id",
         "device",
@@ -182,9 +194,6 @@ class ConnectionAdmin(admin.ModelAdmin):
     search_fields = ["connection_id", "device__device_id"]
     list_select_related = ["device__group"]
     readonly_fields = [f.name for f in Connection._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
 
 
 # REST API tokens are stored as digests (terminals/tokens.py): the admin lists and revokes them,
@@ -203,17 +212,14 @@ class ApiTokenAdmin(TokenAdmin):
         return False
 
 
-class TransactionEventInline(admin.TabularInline):
+class TransactionEventInline(ReadOnlyInline):
     model = TransactionEvent
-    extra = 0
-    can_delete = False
-    max_num = 0
     fields = ["created_at", "kind", "source", "old_status", "new_status", "detail"]
     readonly_fields = fields
 
 
 @admin.register(Transaction)
-class TransactionAdmin(admin.ModelAdmin):
+class TransactionAdmin(RecordAdmin):
     list_display = [
         "transaction_id",
         "group",
@@ -249,23 +255,17 @@ class TransactionAdmin(admin.ModelAdmin):
     def amount_text(self, txn: Transaction) -> str:
         return money(txn.amount, txn.currency)
 
-    def has_add_permission(self, request):
-        return False
-
     def has_delete_permission(self, request, obj=None):
         return False
 
 
 @admin.register(TransactionEvent)
-class TransactionEventAdmin(admin.ModelAdmin):
+class TransactionEventAdmin(RecordAdmin):
     list_display = ["transaction", "created_at", "kind", "source", "old_status", "new_status"]
     list_filter = ["kind", "source"]
     search_fields = ["transaction__transaction_id"]
     list_select_related = ["transaction"]
     readonly_fields = [f.name for f in TransactionEvent._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -275,28 +275,22 @@ class TransactionEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(DesktopMessage)
-class DesktopMessageAdmin(admin.ModelAdmin):
+class DesktopMessageAdmin(RecordAdmin):
     list_display = ["device", "seq", "transaction", "created_at", "acked_at"]
     list_filter = ["acked_at"]
     search_fields = ["transaction__transaction_id", "device__device_id"]
     list_select_related = ["device__group", "transaction"]
     readonly_fields = [f.name for f in DesktopMessage._meta.fields]
 
-    def has_add_permission(self, request):
-        return False
 
-
-class TerminalRequestInline(admin.TabularInline):
+class TerminalRequestInline(ReadOnlyInline):
     model = TerminalRequest
-    extra = 0
-    can_delete = False
-    max_num = 0
     fields = ["request_id", "kind", "input_type", "status", "created_at", "completed_at"]
     readonly_fields = fields
 
 
 @admin.register(TerminalSession)
-class TerminalSessionAdmin(admin.ModelAdmin):
+class TerminalSessionAdmin(RecordAdmin):
     list_display = [
         "session_id",
         "group",
@@ -314,12 +308,9 @@ class TerminalSessionAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in TerminalSession._meta.fields]
     inlines = [TerminalRequestInline]
 
-    def has_add_permission(self, request):
-        return False
-
 
 @admin.register(TerminalRequest)
-class TerminalRequestAdmin(admin.ModelAdmin):
+class TerminalRequestAdmin(RecordAdmin):
     list_display = [
         "request_id",
         "kind",
@@ -335,6 +326,3 @@ class TerminalRequestAdmin(admin.ModelAdmin):
     search_fields = ["request_id", "terminal__device_id", "session__session_id"]
     list_select_related = ["group", "terminal__group", "session"]
     readonly_fields = [f.name for f in TerminalRequest._meta.fields]
-
-    def has_add_permission(self, request):
-        return False

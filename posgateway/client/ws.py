@@ -25,6 +25,11 @@ import websockets
 Frame = dict[str, Any]
 
 
+def _given(frame: Frame, **optional: Any) -> Frame:
+    """``frame`` and, in their order, the ``optional`` entries that are not None."""
+    return {**frame, **{key: value for key, value in optional.items() if value is not None}}
+
+
 class GatewayError(Exception):
     """An error frame from the gateway: ``{"error": reason, "message": text, ...}``."""
 
@@ -311,15 +316,7 @@ class GatewayClient:
         timeout: float = 10.0,
     ) -> Frame:
         """Show lines (and a cart) on a terminal; returns ``displayAccepted``."""
-        body: Frame = {}
-        for key, value in (
-            ("lines", lines),
-            ("cart", cart),
-            ("durationMs", duration_ms),
-            ("requestId", request_id),
-        ):
-            if value is not None:
-                body[key] = value
+        body = _given({}, lines=lines, cart=cart, durationMs=duration_ms, requestId=request_id)
         return await self._request(
             {"action": "display", "terminalId": terminal_id, "displayRequest": body},
             "displayAccepted",
@@ -339,14 +336,12 @@ class GatewayClient:
     ) -> Frame:
         """Ask the customer for input (confirmation, text, number, email, phone, menu,
         signature); returns ``inputAccepted``; the answer arrives as ``inputComplete``."""
-        body: Frame = {"type": input_type, "prompt": prompt}
-        for key, value in (
-            ("options", options),
-            ("maxInputTimeMs", max_input_time_ms),
-            ("requestId", request_id),
-        ):
-            if value is not None:
-                body[key] = value
+        body = _given(
+            {"type": input_type, "prompt": prompt},
+            options=options,
+            maxInputTimeMs=max_input_time_ms,
+            requestId=request_id,
+        )
         return await self._request(
             {"action": "input", "terminalId": terminal_id, "inputRequest": body},
             "inputAccepted",
@@ -386,9 +381,7 @@ class GatewayClient:
     async def answer_input(
         self, request_id: str, status: str = "SUCCESS", value: Any = None
     ) -> None:
-        response: Frame = {"requestId": request_id, "status": status}
-        if value is not None:
-            response["value"] = value
+        response = _given({"requestId": request_id, "status": status}, value=value)
         await self.send({"action": "inputResponse", "inputResponse": response})
 
     async def respond(

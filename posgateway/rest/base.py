@@ -184,86 +184,84 @@ class TimestampField(serializers.DateTimeField):
 # --- Pagination ------------------------------------------------------------------------------
 
 
-def _page_size(request, param: str, default: int, maximum: int) -> int:
+def _whole_number(request, param: str, default: int) -> int:
+    """``?<param>=``: a whole number of at least 1; ``default`` when absent or empty."""
     raw = request.query_params.get(param)
     if raw is None or raw == "":
         return default
     try:
-        size = int(raw)
+        number = int(raw)
     except ValueError:
-        size = 0
-    if size < 1:
+        number = 0
+    if number < 1:
         raise exceptions.ValidationError({param: ["Enter a whole number of at least 1."]})
-    return min(size, maximum)  # capped, as DRF does: asking for more is not an error
+    return number
 
 
-def _size_parameter(param: str) -> dict[str, Any]:
+def _query_parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {
-        "name": param,
+        "name": name,
         "required": False,
         "in": "query",
-        "description": (
-            f"Results per page (default {DEFAULT_PAGE_SIZE}; more than {MAX_PAGE_SIZE} "
-            f"counts as {MAX_PAGE_SIZE})"
-        ),
-        "schema": {"type": "integer", "minimum": 1},
+        "description": description,
+        "schema": schema,
     }
 
 
-class PageNumberPagination(pagination.PageNumberPagination):
-    """``?page=N&page_size=M`` with ``count``, ``next``, ``previous``, ``results``."""
+class _PageSize:
+    """Both paginations: ``?page_size=M`` (capped, as DRF does: asking for more is not an
+    error), and in the schema their position parameter followed by the size."""
 
     page_size = DEFAULT_PAGE_SIZE
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
 
     def get_page_size(self, request) -> int:
-        return _page_size(request, self.page_size_query_param, self.page_size, self.max_page_size)
+        size = _whole_number(request, self.page_size_query_param, self.page_size)
+        return min(size, self.max_page_size)
 
-    def get_page_number(self, request, paginator):
-        raw = request.query_params.get(self.page_query_param) or "1"
-        try:
-            number = int(raw)
-        except ValueError:
-            number = 0
-        if number < 1:
-            raise exceptions.ValidationError(
-                {self.page_query_param: ["Enter a whole number of at least 1."]}
-            )
-        return number
+    def _position_parameter(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     def get_schema_operation_parameters(self, view) -> list[dict[str, Any]]:
         return [
-            {
-                "name": self.page_query_param,
-                "required": False,
-                "in": "query",
-                "description": "Page number, from 1 (a page past the last answers 404)",
-                "schema": {"type": "integer", "minimum": 1},
-            },
-            _size_parameter(self.page_size_query_param),
+            self._position_parameter(),
+            _query_parameter(
+                self.page_size_query_param,
+                f"Results per page (default {DEFAULT_PAGE_SIZE}; more than {MAX_PAGE_SIZE} "
+                f"counts as {MAX_PAGE_SIZE})",
+                {"type": "integer", "minimum": 1},
+            ),
         ]
 
 
-class CursorPagination(pagination.CursorPagination):
+class PageNumberPagination(_PageSize, pagination.PageNumberPagination):
+    """``?page=N&page_size=M`` with ``count``, ``next``, ``previous``, ``results``."""
+
+    def get_page_number(self, request, paginator):
+        return _whole_number(request, self.page_query_param, 1)
+
+    def _position_parameter(self) -> dict[str, Any]:
+        return _query_parameter(
+            self.page_query_param,
+            "Page number, from 1 (a page past the last answers 404)",
+            {"type": "integer", "minimum": 1},
+        )
+
+
+class CursorPagination(_PageSize, pagination.CursorPagination):
     """Cursor pages (``next``, ``previous``, ``results``): stable while new rows arrive.
 
     ``orderings`` maps the allowed ``?ordering=`` values to the query's ordering; the first
     field is the cursor's position, the rest break ties. The FilterSet validates the value.
     """
 
-    page_size = DEFAULT_PAGE_SIZE
-    page_size_query_param = "page_size"
-    max_page_size = MAX_PAGE_SIZE
     ordering: tuple[str, ...] = ("-created_at", "-pk")
     ordering_query_param = "ordering"
     orderings: dict[str, tuple[str, ...]] = {}
     # How to check a cursor's position for the ordering's first field: a forged cursor must
     # answer 400, not reach the database as a malformed value.
     position_parsers: dict[str, Any] = {}
-
-    def get_page_size(self, request) -> int:
-        return _page_size(request, self.page_size_query_param, self.page_size, self.max_page_size)
 
     def get_ordering(self, request, queryset, view) -> tuple[str, ...]:
         return self.orderings.get(
@@ -290,17 +288,12 @@ class CursorPagination(pagination.CursorPagination):
             )
         return cursor
 
-    def get_schema_operation_parameters(self, view) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": self.cursor_query_param,
-                "required": False,
-                "in": "query",
-                "description": "Opaque position from a `next` or `previous` link",
-                "schema": {"type": "string"},
-            },
-            _size_parameter(self.page_size_query_param),
-        ]
+    def _position_parameter(self) -> dict[str, Any]:
+        return _query_parameter(
+            self.cursor_query_param,
+            "Opaque position from a `next` or `previous` link",
+            {"type": "string"},
+        )
 
 
 # --- Filters ---------------------------------------------------------------------------------

@@ -130,6 +130,27 @@ def described(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {**schema, "description": description}
 
 
+CREATED_AFTER_TEXT = (
+    "{what} at or after this instant: an ISO 8601 date-time, UTC unless it carries an offset, "
+    "or a date (its midnight UTC)"
+)
+CREATED_BEFORE_TEXT = (
+    "{what} strictly before this instant: an ISO 8601 date-time, UTC unless it carries an "
+    "offset, or a date (its midnight UTC, so that day itself is excluded)"
+)
+
+
+def created_range(field_name: str, what: str) -> tuple[InstantFilter, InstantFilter]:
+    """``created_after`` and ``created_before``: an instant range on ``field_name``."""
+    after = extend_schema_field(described(INSTANT_SCHEMA, CREATED_AFTER_TEXT.format(what=what)))(
+        InstantFilter(field_name=field_name, lookup_expr="gte")
+    )
+    before = extend_schema_field(described(INSTANT_SCHEMA, CREATED_BEFORE_TEXT.format(what=what)))(
+        InstantFilter(field_name=field_name, lookup_expr="lt")
+    )
+    return after, before
+
+
 class TransactionFilter(django_filters.FilterSet):
     store = store_filter(label="Only this store (its slug; one of yours)")
     group = store_filter(label="The same as `store`")
@@ -153,20 +174,7 @@ class TransactionFilter(django_filters.FilterSet):
     amount_max = extend_schema_field(
         described(AMOUNT_SCHEMA, "Amount at most this (a decimal string)")
     )(AmountFilter(field_name="amount", lookup_expr="lte"))
-    created_after = extend_schema_field(
-        described(
-            INSTANT_SCHEMA,
-            "Created at or after this instant: an ISO 8601 date-time, UTC unless it carries an "
-            "offset, or a date (its midnight UTC)",
-        )
-    )(InstantFilter(field_name="created_at", lookup_expr="gte"))
-    created_before = extend_schema_field(
-        described(
-            INSTANT_SCHEMA,
-            "Created strictly before this instant: an ISO 8601 date-time, UTC unless it carries "
-            "an offset, or a date (its midnight UTC, so that day itself is excluded)",
-        )
-    )(InstantFilter(field_name="created_at", lookup_expr="lt"))
+    created_after, created_before = created_range("created_at", "Created")
     date_from = extend_schema_field(
         described(DATE_SCHEMA, "Business date (in each store's own time zone) from this day")
     )(BusinessDateFilter(method="_business_dates"))

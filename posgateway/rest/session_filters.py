@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema_field
 
 from posgateway.rest.base import store_filter
-from posgateway.rest.filters import INSTANT_SCHEMA, InstantFilter, described
+from posgateway.rest.filters import created_range
 from sessions.models import (
     InputType,
     RequestKind,
@@ -39,15 +39,6 @@ REQUEST_ORDERINGS: dict[str, tuple[str, ...]] = {
 # Ids are database keys: a number past a 64-bit key is a typo, refused rather than looked up.
 MAX_ID = 2**63 - 1
 
-CREATED_AFTER_TEXT = (
-    "{what} at or after this instant: an ISO 8601 date-time, UTC unless it carries an offset, "
-    "or a date (its midnight UTC)"
-)
-CREATED_BEFORE_TEXT = (
-    "{what} strictly before this instant: an ISO 8601 date-time, UTC unless it carries an "
-    "offset, or a date (its midnight UTC, so that day itself is excluded)"
-)
-
 
 class IdField(forms.IntegerField):
     def __init__(self, **kwargs) -> None:
@@ -60,20 +51,15 @@ class IdFilter(django_filters.Filter):
     field_class = IdField
 
 
-def _created_range(field_name: str, what: str) -> tuple[InstantFilter, InstantFilter]:
-    after = extend_schema_field(described(INSTANT_SCHEMA, CREATED_AFTER_TEXT.format(what=what)))(
-        InstantFilter(field_name=field_name, lookup_expr="gte")
-    )
-    before = extend_schema_field(described(INSTANT_SCHEMA, CREATED_BEFORE_TEXT.format(what=what)))(
-        InstantFilter(field_name=field_name, lookup_expr="lt")
-    )
-    return after, before
-
-
 def _ordering(orderings: dict[str, tuple[str, ...]], default: str) -> django_filters.Filter:
+    """``?ordering=``: one of the keys of ``orderings``, sorting by the fields it maps to."""
+
+    def order_by(queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return queryset.order_by(*orderings[value])
+
     return django_filters.ChoiceFilter(
         choices=[(value, value) for value in orderings],
-        method="_ordering",
+        method=order_by,
         label=f"Sort order (default `{default}`, newest first)",
     )
 
@@ -88,11 +74,6 @@ class _DeviceFilters(django_filters.FilterSet):
         field_name="desktop__device_id", label="The desktop's (POS) deviceId"
     )
 
-    orderings: dict[str, tuple[str, ...]] = {}
-
-    def _ordering(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        return queryset.order_by(*self.orderings[value])
-
 
 class SessionFilter(_DeviceFilters):
     status = django_filters.MultipleChoiceFilter(
@@ -104,10 +85,8 @@ class SessionFilter(_DeviceFilters):
         field_name="session_id",
         label="The session's Session.Id as the POS sent it (reused once a session has ended)",
     )
-    created_after, created_before = _created_range("begun_at", "Begun")
+    created_after, created_before = created_range("begun_at", "Begun")
     ordering = _ordering(SESSION_ORDERINGS, "-begun_at")
-
-    orderings = SESSION_ORDERINGS
 
     class Meta:
         model = TerminalSession
@@ -136,10 +115,8 @@ class TerminalRequestFilter(_DeviceFilters):
     request_id = django_filters.CharFilter(
         field_name="request_id", label="The requestId (unique per store)"
     )
-    created_after, created_before = _created_range("created_at", "Created")
+    created_after, created_before = created_range("created_at", "Created")
     ordering = _ordering(REQUEST_ORDERINGS, "-created_at")
-
-    orderings = REQUEST_ORDERINGS
 
     class Meta:
         model = TerminalRequest

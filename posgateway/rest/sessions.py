@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
-from rest_framework import serializers, viewsets
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 
-from posgateway.rest.base import ApiView, TimestampField, error_responses
+from posgateway.rest.base import TimestampField
+from posgateway.rest.readonly import ScopedViewSet, read_only_schema
 from posgateway.rest.session_filters import SessionFilter, TerminalRequestFilter
 from sessions import selectors
 from sessions.models import (
@@ -139,28 +140,23 @@ class SessionDetailSerializer(SessionSerializer):
 # --- Views -----------------------------------------------------------------------------------
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="Terminal API sessions",
-        description=(
-            "The Terminal API admin sessions of your stores (a waiting screen between "
-            "requests), newest first: active, ended and expired ones."
-        ),
-        responses={200: SessionSerializer(many=True), **error_responses(400, paged=True)},
+@read_only_schema(
+    SessionSerializer,
+    list_summary="Terminal API sessions",
+    list_description=(
+        "The Terminal API admin sessions of your stores (a waiting screen between "
+        "requests), newest first: active, ended and expired ones."
     ),
-    retrieve=extend_schema(
-        summary="One session with its requests",
-        description=(
-            "Looked up by its `id` (a Session.Id is the POS's name, unique only among a "
-            "store's active sessions; find it with `?session_id=`). With the last kept "
-            "SaleToPOIResponse and the display and input requests sent during the session."
-        ),
-        responses={200: SessionDetailSerializer, **error_responses(404)},
+    retrieve_summary="One session with its requests",
+    retrieve_description=(
+        "Looked up by its `id` (a Session.Id is the POS's name, unique only among a "
+        "store's active sessions; find it with `?session_id=`). With the last kept "
+        "SaleToPOIResponse and the display and input requests sent during the session."
     ),
+    detail_serializer=SessionDetailSerializer,
 )
-class SessionViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
+class SessionViewSet(ScopedViewSet):
     filterset_class = SessionFilter
-    lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
         if self.action == "retrieve":
@@ -173,29 +169,18 @@ class SessionViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
         return SessionSerializer
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="Display and input requests",
-        description=(
-            "The display and input requests sent to the terminals of your stores, newest "
-            "first, in flight ones included: their type, outcome and times. What was shown or "
-            "asked, and any answer, is not part of the API (an answer can be personal data)."
-        ),
-        responses={
-            200: TerminalRequestSerializer(many=True),
-            **error_responses(400, paged=True),
-        },
+@read_only_schema(
+    TerminalRequestSerializer,
+    list_summary="Display and input requests",
+    list_description=(
+        "The display and input requests sent to the terminals of your stores, newest "
+        "first, in flight ones included: their type, outcome and times. What was shown or "
+        "asked, and any answer, is not part of the API (an answer can be personal data)."
     ),
-    retrieve=extend_schema(
-        summary="One display or input request",
-        description="Looked up by its `id` (a requestId is unique per store only).",
-        responses={200: TerminalRequestSerializer, **error_responses(404)},
-    ),
+    retrieve_summary="One display or input request",
+    retrieve_description="Looked up by its `id` (a requestId is unique per store only).",
 )
-class TerminalRequestViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
+class TerminalRequestViewSet(ScopedViewSet):
     serializer_class = TerminalRequestSerializer
     filterset_class = TerminalRequestFilter
-    lookup_value_regex = "[0-9]+"
-
-    def get_queryset(self):
-        return selectors.terminal_request_list(user=self.request.user)
+    rows_for = staticmethod(selectors.terminal_request_list)

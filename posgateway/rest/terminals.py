@@ -5,18 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers, viewsets
 
 from payments.exports import money
 from payments.selectors import terminals_for_user
-from posgateway.rest.base import (
-    ApiView,
-    BooleanFilter,
-    TimestampField,
-    error_responses,
-    store_filter,
-)
+from posgateway.rest.base import ApiView, BooleanFilter, TimestampField, store_filter
+from posgateway.rest.readonly import ScopedViewSet, read_only_schema
 from terminals.models import Device, DeviceStatus, DeviceType, Group
 from terminals.selectors import devices_for_user, groups_for_user
 
@@ -145,16 +140,11 @@ class DeviceFilter(TerminalFilter):
 # --- Views -----------------------------------------------------------------------------------
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="Your stores",
-        description="Every store you are a member of (every store for a superuser), by slug.",
-        responses={200: GroupSerializer(many=True), **error_responses(400, paged=True)},
-    ),
-    retrieve=extend_schema(
-        summary="One store",
-        responses={200: GroupSerializer, **error_responses(404)},
-    ),
+@read_only_schema(
+    GroupSerializer,
+    list_summary="Your stores",
+    list_description="Every store you are a member of (every store for a superuser), by slug.",
+    retrieve_summary="One store",
 )
 class GroupViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     serializer_class = GroupSerializer
@@ -166,48 +156,32 @@ class GroupViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
         return groups_for_user(self.request.user).order_by("slug")
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="Terminals with live status",
-        description=(
-            "The active terminals of your stores, offline ones included: live status, the "
-            "latest connection (`connectionId`, `connectedAt`, `lastActivity`) and the payment "
-            "in flight on each, if any."
-        ),
-        responses={200: TerminalSerializer(many=True), **error_responses(400, paged=True)},
+@read_only_schema(
+    TerminalSerializer,
+    list_summary="Terminals with live status",
+    list_description=(
+        "The active terminals of your stores, offline ones included: live status, the "
+        "latest connection (`connectionId`, `connectedAt`, `lastActivity`) and the payment "
+        "in flight on each, if any."
     ),
-    retrieve=extend_schema(
-        summary="One terminal",
-        responses={200: TerminalSerializer, **error_responses(404)},
-    ),
+    retrieve_summary="One terminal",
 )
-class TerminalViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
+class TerminalViewSet(ScopedViewSet):
     serializer_class = TerminalSerializer
     filterset_class = TerminalFilter
-    lookup_value_regex = "[0-9]+"
-
-    def get_queryset(self):
-        return terminals_for_user(user=self.request.user)
+    rows_for = staticmethod(terminals_for_user)
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="Devices (desktops and terminals)",
-        description=(
-            "Every registered device of your stores, deactivated ones included. The API key "
-            "itself is never shown: `keyPrefix` tells keys apart."
-        ),
-        responses={200: DeviceSerializer(many=True), **error_responses(400, paged=True)},
+@read_only_schema(
+    DeviceSerializer,
+    list_summary="Devices (desktops and terminals)",
+    list_description=(
+        "Every registered device of your stores, deactivated ones included. The API key "
+        "itself is never shown: `keyPrefix` tells keys apart."
     ),
-    retrieve=extend_schema(
-        summary="One device",
-        responses={200: DeviceSerializer, **error_responses(404)},
-    ),
+    retrieve_summary="One device",
 )
-class DeviceViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
+class DeviceViewSet(ScopedViewSet):
     serializer_class = DeviceSerializer
     filterset_class = DeviceFilter
-    lookup_value_regex = "[0-9]+"
-
-    def get_queryset(self):
-        return devices_for_user(user=self.request.user)
+    rows_for = staticmethod(devices_for_user)
