@@ -101,7 +101,7 @@ def reason_phrase(status: int) -> str:
         return "Error"
 
 
-def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
+def error_body(status: int, message: str, /, **extra: Any) -> dict[str, Any]:
     """``{"error": <reason phrase>, "message": <text>, ...}``: every error, on every interface."""
     return {"error": reason_phrase(status), "message": message, **extra}
 

@@ -689,3 +689,16 @@ def test_parse_amount() -> None:
     assert info.value.message == "amount_min must be greater than zero"
     with pytest.raises(ValueError, match="ISO 4217"):
         parse_amount("1", "ABC")
+
+
+def test_an_error_may_name_a_status_of_its_own():
+    """``status`` in an error frame is the transaction's, not the HTTP status of the error."""
+    from posgateway.core.protocol import Conflict
+
+    frame = Conflict("Transaction already completed", transactionId="T-1", status="SUCCESS")
+    assert frame.to_frame() == {
+        "error": "Conflict",
+        "message": "Transaction already completed",
+        "transactionId": "T-1",
+        "status": "SUCCESS",
+    }
