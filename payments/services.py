@@ -11,6 +11,7 @@ socket: it is pushed at once and again on every connect until the desktop acknow
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from decimal import Decimal
 from typing import Any, TypedDict
@@ -132,6 +133,15 @@ _EXISTING = statement(
 )
 
 
+@functools.cache
+def _target_subqueries() -> tuple[list[occupancy.InFlightKind], list[tuple[str, tuple]]]:
+    """What else may keep the terminal busy, and whether it has a session: the kinds of work
+    registered in terminals.occupancy (built once, after every app registered its own)."""
+    others = occupancy.in_flight_kinds(exclude=Transaction)
+    subqueries = [(kind.subquery("d.id"), ()) for kind in others]
+    return others, [*subqueries, (occupancy.session_subquery("d.id"), ())]
+
+
 def payment_start(
     *,
     desktop: Device,
@@ -155,15 +165,11 @@ def payment_start(
             # One statement: the transactionId in the store, the terminal with its connection,
             # other work in flight on it, and whether it may have an active session. Read in
             # the payment's transaction: on SQLite nothing can begin between it and the insert.
-            others = occupancy.in_flight_kinds(exclude=Transaction)
+            others, subqueries = _target_subqueries()
             resolution = resolve_terminal(
                 group_id=group_id,
                 terminal_id=terminal_id,
-                also=[
-                    (_EXISTING, (group_id, tid)),
-                    *((kind.subquery("d.id"), ()) for kind in others),
-                    (occupancy.session_subquery("d.id"), ()),
-                ],
+                also=[(_EXISTING, (group_id, tid)), *subqueries],
             )
             existing_pk, *busy_ids, in_session = resolution.extras
             if existing_pk is not None:

@@ -83,17 +83,19 @@ class Resolution:
         return self.terminal, self.live
 
 
-_RESOLVE_BY_DEVICE_ID: dict[int, str] = {}
+_RESOLVE_BY_DEVICE_ID: dict[tuple[str, ...], str] = {}
 
 
-def _resolve_statement(extras: int) -> str:
+def _resolve_statement(extras: tuple[str, ...]) -> str:
     """One statement: the store's active terminal of this deviceId with its current
     connection, and the caller's scalar subqueries (placed first, evaluated for ``d.id``).
-    From a one-row table, so the subqueries answer even when no terminal matches."""
+    From a one-row table, so the subqueries answer even when no terminal matches. Built once
+    per list of subqueries (the payment path asks the same ones every time)."""
     if extras not in _RESOLVE_BY_DEVICE_ID:
         device, conn = Device._meta, Connection._meta
         _RESOLVE_BY_DEVICE_ID[extras] = (
-            "SELECT {extras} d.id, d.device_id, c.id, c.connection_id, c.channel_name,"  # noqa: S608
+            f"SELECT {''.join(f'{e}, ' for e in extras)}"  # noqa: S608 (callers' constants)
+            "d.id, d.device_id, c.id, c.connection_id, c.channel_name,"
             " c.closed_at, c.connected_at, c.last_activity"
             f" FROM (SELECT 1 AS one) x LEFT OUTER JOIN {device.db_table} d ON d.group_id = %s"
             f" AND d.device_type = '{DeviceType.TERMINAL.value}' AND d.device_id = %s"
@@ -121,9 +123,7 @@ def resolve_terminal(
     evaluated in the same statement with the terminal's id as ``d.id`` (NULL when the deviceId
     matched nothing), returned in ``extras``: the payment path is one statement.
     """
-    sql = _resolve_statement(len(also)).format(
-        extras="".join(f"{expression}, " for expression, _ in also)
-    )
+    sql = _resolve_statement(tuple(expression for expression, _ in also))
     params = [p for _, ps in also for p in ps] + [group_id, terminal_id, True]
     row = execute(sql, params, fetch="one")
     extras, row = tuple(row[: len(also)]), row[len(also) :]
