@@ -7,15 +7,34 @@ PORT ?= 8000
 # daphne (default) or uvicorn: `make run SERVER=uvicorn`, `make test-uvicorn`.
 SERVER ?= daphne
 
-.PHONY: install run test test-uvicorn lint format node-deps browser screenshots clean bench bench-smoke
+.PHONY: install install-run run test test-uvicorn lint format node-deps browser screenshots clean bench bench-smoke
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# Two installs, each with its stamp: `make run` needs the server alone (plus the uvicorn extra
+# with SERVER=uvicorn); test, lint, test-uvicorn and bench need the dev extra (test tools and
+# linters). The dev install holds everything `make run` needs, so after it `make run` installs
+# nothing; after `make run`, `make test` still installs the test tools.
+DEV_STAMP := $(VENV)/.installed-dev
+RUN_EXTRA := $(if $(filter uvicorn,$(SERVER)),[uvicorn])
+RUN_STAMP := $(VENV)/.installed-run$(if $(RUN_EXTRA),-uvicorn)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(DEV_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+$(RUN_STAMP): pyproject.toml | $(PY)
+	@if [ $(DEV_STAMP) -nt pyproject.toml ]; then \
+		echo "the dev install already has what the server needs"; \
+	else $(PY) -m pip install --quiet -e '.$(RUN_EXTRA)'; fi
+	touch $@
+
+# The test tools and linters (what `make test` uses); `make install-run` is the server alone.
+install: $(DEV_STAMP)
+
+install-run: $(RUN_STAMP)
 
 # Node and the npm `ws` package run the seed's own JavaScript examples in the suite.
 tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
@@ -33,7 +52,7 @@ browser:
 		else echo "chromium not found: the browser tests will be skipped (a failure under CI=true)"; fi; \
 	fi
 
-run: install
+run: install-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py demo_setup
