@@ -68,12 +68,13 @@ endif
 test: install node-deps browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-# The end-to-end and browser tests again, on uvicorn instead of daphne (CI runs it on PostgreSQL
-# + Redis). TLS (test_adyen_node.py) is daphne's only: docs/operations.md has uvicorn behind nginx.
+# The tests whose behaviour depends on the ASGI server (marked server_dependent: WebSocket framing,
+# limits and close codes, restarts and kills, the sweeper's start, the server's own log) again, on
+# uvicorn instead of daphne (CI runs it on PostgreSQL + Redis). The rest runs the same Django and
+# Channels code whichever server is in front. TLS (test_adyen_node.py) is daphne's only:
+# docs/operations.md has uvicorn behind nginx.
 test-uvicorn: install node-deps browser
-	E2E_SERVER=uvicorn $(VENV)/bin/pytest -m "e2e or browser" \
-		tests/e2e tests/api tests/security tests/dashboard --ignore=tests/e2e/test_adyen_node.py \
-		$(PYTEST_ARGS)
+	E2E_SERVER=uvicorn $(VENV)/bin/pytest -m server_dependent $(PYTEST_ARGS)
 
 # Retake the README's dashboard screenshots (docs/screenshots/) from the browser tests.
 screenshots: install browser
