@@ -65,8 +65,17 @@ else
 		-e tcp:port=$(PORT):interface=$(HOST):backlog=1024 posgateway.asgi:application
 endif
 
+# The suite runs on every core (pytest-xdist), at most 4 workers: each worker starts servers and
+# deployments of its own (tests/e2e/harness.py), so more workers than cores only adds start-ups.
+# `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; \
+	[ $$n -lt 2 ] && n=0; echo $$n)
+# loadfile: a module's tests stay on one worker, so its module-scoped servers start once; the
+# modules with real servers are handed out first (tests/conftest.py) and the quick ones fill in.
+XDIST := $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
 test: install node-deps browser
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(XDIST) $(PYTEST_ARGS)
 
 # The tests whose behaviour depends on the ASGI server (marked server_dependent: WebSocket framing,
 # limits and close codes, restarts and kills, the sweeper's start, the server's own log) again, on
@@ -74,7 +83,7 @@ test: install node-deps browser
 # Channels code whichever server is in front. TLS (test_adyen_node.py) is daphne's only:
 # docs/operations.md has uvicorn behind nginx.
 test-uvicorn: install node-deps browser
-	E2E_SERVER=uvicorn $(VENV)/bin/pytest -m server_dependent $(PYTEST_ARGS)
+	E2E_SERVER=uvicorn $(VENV)/bin/pytest -m server_dependent $(XDIST) $(PYTEST_ARGS)
 
 # Retake the README's dashboard screenshots (docs/screenshots/) from the browser tests.
 screenshots: install browser
