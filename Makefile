@@ -7,15 +7,34 @@ PORT ?= 8000
 # daphne (default) or uvicorn: `make run SERVER=uvicorn`, `make test-uvicorn`.
 SERVER ?= daphne
 
-.PHONY: install run test test-uvicorn lint format node-deps browser screenshots clean bench bench-smoke
+.PHONY: install install-run run test test-uvicorn lint format node-deps browser screenshots clean bench bench-smoke
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# Two installs, each with its stamp: `make run` needs the server alone (plus the uvicorn extra
+# with SERVER=uvicorn); test, lint, test-uvicorn and bench need the dev extra (test tools and
+# linters). The dev install holds everything `make run` needs, so after it `make run` installs
+# nothing; after `make run`, `make test` still installs the test tools.
+DEV_STAMP := $(VENV)/.installed-dev
+RUN_EXTRA := $(if $(filter uvicorn,$(SERVER)),[uvicorn])
+RUN_STAMP := $(VENV)/.installed-run$(if $(RUN_EXTRA),-uvicorn)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(DEV_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+$(RUN_STAMP): pyproject.toml | $(PY)
+	@if [ $(DEV_STAMP) -nt pyproject.toml ]; then \
+		echo "the dev install already has what the server needs"; \
+	else $(PY) -m pip install --quiet -e '.$(RUN_EXTRA)'; fi
+	touch $@
+
+# The test tools and linters (what `make test` uses); `make install-run` is the server alone.
+install: $(DEV_STAMP)
+
+install-run: $(RUN_STAMP)
 
 # Node and the npm `ws` package run the seed's own JavaScript examples in the suite.
 tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
@@ -33,7 +52,7 @@ browser:
 		else echo "chromium not found: the browser tests will be skipped (a failure under CI=true)"; fi; \
 	fi
 
-run: install
+run: install-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py demo_setup
@@ -46,15 +65,25 @@ else
 		-e tcp:port=$(PORT):interface=$(HOST):backlog=1024 posgateway.asgi:application
 endif
 
-test: install node-deps browser
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+# The suite runs on every core (pytest-xdist), at most 4 workers: each worker starts servers and
+# deployments of its own (tests/e2e/harness.py), so more workers than cores only adds start-ups.
+# `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; \
+	[ $$n -lt 2 ] && n=0; echo $$n)
+# loadfile: a module's tests stay on one worker, so its module-scoped servers start once; the
+# modules with real servers are handed out first (tests/conftest.py) and the quick ones fill in.
+XDIST := $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
-# The end-to-end and browser tests again, on uvicorn instead of daphne (CI runs it on PostgreSQL
-# + Redis). TLS (test_adyen_node.py) is daphne's only: docs/operations.md has uvicorn behind nginx.
+test: install node-deps browser
+	$(VENV)/bin/pytest $(XDIST) $(PYTEST_ARGS)
+
+# The tests whose behaviour depends on the ASGI server (marked server_dependent: WebSocket framing,
+# limits and close codes, restarts and kills, the sweeper's start, the server's own log) again, on
+# uvicorn instead of daphne (CI runs it on PostgreSQL + Redis). The rest runs the same Django and
+# Channels code whichever server is in front. TLS (test_adyen_node.py) is daphne's only:
+# docs/operations.md has uvicorn behind nginx.
 test-uvicorn: install node-deps browser
-	E2E_SERVER=uvicorn $(VENV)/bin/pytest -m "e2e or browser" \
-		tests/e2e tests/api tests/security tests/dashboard --ignore=tests/e2e/test_adyen_node.py \
-		$(PYTEST_ARGS)
+	E2E_SERVER=uvicorn $(VENV)/bin/pytest -m server_dependent $(XDIST) $(PYTEST_ARGS)
 
 # Retake the README's dashboard screenshots (docs/screenshots/) from the browser tests.
 screenshots: install browser

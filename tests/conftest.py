@@ -1,5 +1,39 @@
+import os
+
 import pytest
 from django.db import connections
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker is a process of its own, and with REDIS_URL they share one
+    Redis: give each worker's channel layer its own key prefix, or one worker's store groups
+    (named after database ids, the same in every worker's test database) would get the other's
+    messages. The e2e deployments have prefixes of their own (tests/e2e/harness.py); the test
+    databases get pytest-django's per-worker suffix (test_…_gw0)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    from django.conf import settings
+
+    layer = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
+    if "prefix" in layer:
+        layer["prefix"] = f"{layer['prefix']}-{worker}"
+
+
+# Markers of the modules that start real servers, Node or Chromium: the slow ones.
+_HEAVY = ("e2e", "browser", "node")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (the Makefile: --dist loadfile --no-loadscope-reorder) the modules that
+    start real servers come first, in their own order, and the quick ones after: a worker done
+    with its last slow module then fills in with quick ones instead of the other still starting
+    one. The order within a module is kept; a run in one process keeps the order it had."""
+    if not hasattr(config, "workerinput"):
+        return
+    heavy = {item.path for item in items if any(item.get_closest_marker(m) for m in _HEAVY)}
+    items.sort(key=lambda item: item.path not in heavy)
 
 
 @pytest.fixture(autouse=True)

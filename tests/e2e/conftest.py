@@ -14,7 +14,6 @@ import contextlib
 import json
 import re
 import threading
-import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -111,20 +110,54 @@ class Store:
         return self.terminal_ids[0]
 
 
+# One ``manage.py shell`` makes a batch of stores with the real ``create_device`` command
+# (call_command, the same arguments a script would give it): a Django start-up per device cost
+# more CPU than most of the tests using them.
+_MAKE_STORES = """
+import io, json, uuid
+from django.core.management import call_command
+
+
+def create_device(slug, device_type, device_id, count):
+    args = ["create_device", "--group", slug, "--type", device_type]
+    if device_id:
+        args += ["--device-id", device_id]
+    if count != 1:
+        args += ["--count", str(count)]
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue().strip().splitlines()[-count:]
+
+
+made = []
+for desktops, terminals, desktop_id, terminal_id in json.loads(SHAPES):
+    slug = "e2e-" + uuid.uuid4().hex[:12]
+    # One after the other: the first command creates the store's row.
+    desktop_keys = create_device(slug, "desktop", desktop_id, desktops)
+    terminal_keys = create_device(slug, "terminal", terminal_id, terminals) if terminals else []
+    made.append([slug, desktop_keys, terminal_keys])
+print("STORES" + json.dumps(made))
+"""
+
+Shape = tuple[int, int, str | None, str | None]
+DEFAULT_SHAPE: Shape = (1, 1, "POS", "TERM")
+
+
 class Gateway:
     """A deployment and one server on it, with helpers to make stores and connect devices.
 
-    Stores of the default shape are made a little ahead, in the background: each
-    ``create_device`` is a Django start-up, and tests mostly wait on sockets meanwhile.
+    Stores are made in batches by one Django process (``_MAKE_STORES``); those of the default
+    shape a batch ahead, in the background, while tests mostly wait on sockets.
     """
 
-    PREFETCH = 2
+    BATCH = 8
 
     def __init__(self, deployment: Deployment, server: Server) -> None:
         self.deployment = deployment
         self.server = server
-        self._pool = ThreadPoolExecutor(max_workers=self.PREFETCH, thread_name_prefix="store")
-        self._ready: deque[Future[Store]] = deque()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._ready: deque[Store] = deque()
+        self._next: Future[list[Store]] | None = None
         self._lock = threading.Lock()
 
     def store(
@@ -136,39 +169,57 @@ class Gateway:
         terminal_id: str | None = "TERM",
     ) -> Store:
         """A new store with these devices; deviceIds are ``ID`` alone, or ``ID-1`` … ``ID-N``."""
-        shape = (desktops, terminals, desktop_id, terminal_id)
-        if shape != (1, 1, "POS", "TERM"):
-            return self._make_store(*shape)
-        with self._lock:
-            while len(self._ready) <= self.PREFETCH:
-                self._ready.append(self._pool.submit(self._make_store, *shape))
-            future = self._ready.popleft()
-        return future.result()
+        return self.stores(
+            1,
+            desktops=desktops,
+            terminals=terminals,
+            desktop_id=desktop_id,
+            terminal_id=terminal_id,
+        )[0]
 
-    def _make_store(
-        self, desktops: int, terminals: int, desktop_id: str | None, terminal_id: str | None
-    ) -> Store:
-        slug = f"e2e-{uuid.uuid4().hex[:12]}"
-        # One after the other: the first command creates the store's row.
-        desktop_keys = self.deployment.create_device(slug, "desktop", desktop_id, desktops)
-        terminal_keys: list[str] = []
-        if terminals:
-            terminal_keys = self.deployment.create_device(slug, "terminal", terminal_id, terminals)
-        if terminal_id is None:
-            ids: list[str | None] = [None] * terminals
-        elif terminals == 1:
-            ids = [terminal_id]
-        else:
-            ids = [f"{terminal_id}-{n}" for n in range(1, terminals + 1)]
-        return Store(slug, desktop_keys, terminal_keys, ids)
+    def stores(
+        self,
+        count: int,
+        *,
+        desktops: int = 1,
+        terminals: int = 1,
+        desktop_id: str | None = "POS",
+        terminal_id: str | None = "TERM",
+    ) -> list[Store]:
+        """``count`` new stores of one shape (see :meth:`store`)."""
+        shape = (desktops, terminals, desktop_id, terminal_id)
+        if shape != DEFAULT_SHAPE:
+            return self._make_stores([shape] * count)
+        with self._lock:
+            while len(self._ready) < count:
+                if self._next is None:
+                    self._next = self._pool.submit(self._make_stores, [shape] * self.BATCH)
+                self._ready.extend(self._next.result())
+                self._next = None
+            taken = [self._ready.popleft() for _ in range(count)]
+            if len(self._ready) < self.BATCH // 2 and self._next is None:
+                self._next = self._pool.submit(self._make_stores, [shape] * self.BATCH)
+            return taken
+
+    def _make_stores(self, shapes: list[Shape]) -> list[Store]:
+        script = _MAKE_STORES.replace("SHAPES", repr(json.dumps(shapes)))
+        lines = self.deployment.manage("shell", "-c", script).stdout.splitlines()
+        made = json.loads(next(line for line in lines if line.startswith("STORES"))[6:])
+        stores = []
+        for (_, terminals, _, terminal_id), (slug, desktop_keys, terminal_keys) in zip(
+            shapes, made, strict=True
+        ):
+            if terminal_id is None:
+                ids: list[str | None] = [None] * terminals
+            elif terminals == 1:
+                ids = [terminal_id]
+            else:
+                ids = [f"{terminal_id}-{n}" for n in range(1, terminals + 1)]
+            stores.append(Store(slug, desktop_keys, terminal_keys, ids))
+        return stores
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def stores(self, count: int, **kwargs: Any) -> list[Store]:
-        """Several stores at once (each ``create_device`` is a process start)."""
-        with ThreadPoolExecutor(max_workers=count) as pool:
-            return list(pool.map(lambda _: self.store(**kwargs), range(count)))
 
     async def connect(
         self, key: str | None, *, header: bool = True, url: str | None = None

@@ -32,7 +32,9 @@ from tests.e2e.conftest import DeviceClient, finish, pay, payment_frame
 from tests.e2e.harness import Deployment, Server, free_port, production_deployment
 from tests.services import missing
 
-pytestmark = pytest.mark.e2e
+# server_dependent: server processes killed and restarted on their port, sockets cut
+# mid-payment, Redis restarted under them: what each server does with its sockets and its log.
+pytestmark = [pytest.mark.e2e, pytest.mark.server_dependent]
 
 Frame = dict[str, Any]
 

@@ -13,8 +13,10 @@ import pytest
 from tests.e2e.conftest import TIMESTAMP, Gateway, finish, pay, status_update, transaction_status
 from tests.e2e.harness import production_deployment
 
+# server_dependent: two server processes behind one database and Redis, one of them killed.
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.server_dependent,
     pytest.mark.production,
     pytest.mark.usefixtures("close_clients"),
 ]

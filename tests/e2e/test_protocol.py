@@ -26,7 +26,14 @@ from tests.e2e.conftest import (
     transaction_status,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("close_clients")]
+# server_dependent: the protocol over the server's own sockets, so `make test-uvicorn` runs it
+# again: handshakes refused with close codes (4401), frames over MAX_MESSAGE_BYTES and binary
+# frames, heartbeats and stale closes (4408), replaced connections (4409), sweeper timeouts.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.server_dependent,
+    pytest.mark.usefixtures("close_clients"),
+]
 
 UNAUTHORIZED = {"error": "Unauthorized", "message": "A valid API key is required"}
 ERROR_EXTRAS = {"error", "message", "requestAction", "transactionId"}

@@ -15,7 +15,13 @@ import pytest
 from tests.e2e.conftest import Gateway, pay
 from tests.e2e.harness import Server, deployment_for_this_run
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("close_clients")]
+# server_dependent: how the sweeper starts with no traffic is the server's (daphne's reactor
+# hook in posgateway/asgi.py, uvicorn's ASGI lifespan events).
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.server_dependent,
+    pytest.mark.usefixtures("close_clients"),
+]
 
 STATUS = (
     "from payments.models import Transaction; "
