@@ -89,9 +89,13 @@ test-uvicorn: install node-deps browser
 screenshots: install browser
 	UPDATE_SCREENSHOTS=1 $(VENV)/bin/pytest -m browser $(PYTEST_ARGS)
 
+# ruff; the layers (import-linter contracts in pyproject.toml, docs/architecture.md); types of the
+# domain apps and the gateway (mypy with django-stubs); models and migrations agree.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(PY) manage.py makemigrations --check --dry-run
 
 format: install
