@@ -20,8 +20,9 @@ def pytest_configure(config):
         layer["prefix"] = f"{layer['prefix']}-{worker}"
 
 
-# Markers of the modules that start real servers, Node or Chromium: the slow ones.
-_HEAVY = ("e2e", "browser", "node")
+# Markers of the modules that start real servers (the bench smoke run's too), Node or Chromium:
+# the slow ones.
+_HEAVY = ("e2e", "production", "browser", "node")
 
 
 @pytest.hookimpl(trylast=True)
