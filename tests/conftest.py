@@ -5,23 +5,23 @@ from django.db import connections
 
 
 def pytest_configure(config):
-    """Under pytest-xdist each worker is a process of its own, and with REDIS_URL they share one
-    Redis: give each worker's channel layer its own key prefix, or one worker's store groups
-    (named after database ids, the same in every worker's test database) would get the other's
-    messages. The e2e deployments have prefixes of their own (tests/e2e/harness.py); the test
-    databases get pytest-django's per-worker suffix (test_…_gw0)."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if not worker:
-        return
+    """With REDIS_URL every test process (each pytest-xdist worker, and any other checkout's run
+    on the same machine) shares one Redis: give this process's channel layer a key prefix of its
+    own, or one worker's store groups (named after database ids, the same in every worker's test
+    database) would get the other's messages. The e2e deployments have prefixes of their own
+    (tests/e2e/harness.py); the test databases get pytest-django's per-worker suffix
+    (test_…_gw0)."""
     from django.conf import settings
 
     layer = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
     if "prefix" in layer:
-        layer["prefix"] = f"{layer['prefix']}-{worker}"
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        layer["prefix"] = f"{layer['prefix']}-test-{worker}-{os.getpid()}"
 
 
-# Markers of the modules that start real servers, Node or Chromium: the slow ones.
-_HEAVY = ("e2e", "browser", "node")
+# Markers of the modules that start real servers (the bench smoke run's too), Node or Chromium:
+# the slow ones.
+_HEAVY = ("e2e", "production", "browser", "node")
 
 
 @pytest.hookimpl(trylast=True)
