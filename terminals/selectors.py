@@ -95,8 +95,7 @@ def _resolve_statement(extras: tuple[str, ...]) -> str:
         device, conn = Device._meta, Connection._meta
         _RESOLVE_BY_DEVICE_ID[extras] = (
             f"SELECT {''.join(f'{e}, ' for e in extras)}"  # noqa: S608 (callers' constants)
-            "d.id, d.device_id, c.id, c.connection_id, c.channel_name,"
-            " c.closed_at, c.connected_at, c.last_activity"
+            "d.id, d.device_id, c.id, c.connection_id, c.channel_name, c.closed_at"
             f" FROM (SELECT 1 AS one) x LEFT OUTER JOIN {device.db_table} d ON d.group_id = %s"
             f" AND d.device_type = '{DeviceType.TERMINAL.value}' AND d.device_id = %s"
             f" AND d.is_active = %s LEFT OUTER JOIN {conn.db_table} c"
@@ -127,7 +126,7 @@ def resolve_terminal(
     params = [p for _, ps in also for p in ps] + [group_id, terminal_id, True]
     row = execute(sql, params, fetch="one")
     extras, row = tuple(row[: len(also)]), row[len(also) :]
-    terminal_pk, device_id, conn_pk, conn_id, channel, closed_at, connected_at, activity = row
+    terminal_pk, device_id, conn_pk, conn_id, channel, closed_at = row
     if terminal_pk is not None:
         terminal = loaded(
             Device,
@@ -146,8 +145,6 @@ def resolve_terminal(
                 device_id=terminal_pk,
                 channel_name=channel,
                 closed_at=None,
-                connected_at=connected_at,
-                last_activity=activity,
             )
         return Resolution(terminal, live, extras)
     if device_id_only:

@@ -38,8 +38,8 @@ from posgateway.core.protocol import (
 )
 from posgateway.core.ratelimit import TokenBucket
 from posgateway.gateway import connections, frames
-from posgateway.gateway.actions import ACTIONS, DeviceContext
-from posgateway.gateway.delivery import deliver, run_failures
+from posgateway.gateway.actions import ACTIONS, Action, DeviceContext
+from posgateway.gateway.delivery import Messages, deliver, prepare, run_failures, send
 from posgateway.gateway.health import channel_layer_back
 from posgateway.gateway.heartbeat import HANDSHAKES, LIVE, log_failure
 from posgateway.gateway.websocket import WebsocketConsumer
@@ -219,13 +219,12 @@ class GatewayConsumer(WebsocketConsumer):
                 raise Forbidden(spec.forbidden_message)
             # lastActivity is written by the sweeper, for all active sockets at once.
             self.activity_pending = True
-            outbox = Outbox()
             if spec.uses_database:
-                reply = await database_sync_to_async(spec.handler)(self.ctx, frame, outbox)
+                reply, prepared = await database_sync_to_async(_handle)(spec, self.ctx, frame)
                 DATABASE.ok()
             else:
-                reply = spec.handler(self.ctx, frame, outbox)
-            failures = await deliver(outbox)
+                reply, prepared = _handle(spec, self.ctx, frame)
+            failures = await send(prepared)
             if failures:
                 await run_failures(failures)
                 raise InternalError()
@@ -332,6 +331,16 @@ class GatewayConsumer(WebsocketConsumer):
         CHANNEL_LAYER.failed(exc, "receive")
         await channel_layer_back()
         return {"type": "gateway.catch_up"}
+
+
+def _handle(
+    spec: Action, ctx: DeviceContext, frame: dict[str, Any]
+) -> tuple[dict[str, Any] | None, Messages]:
+    """Run an action's handler, and prepare the messages of what it published, in one call:
+    for the actions that use the database, both happen in its thread hop."""
+    outbox = Outbox()
+    reply = spec.handler(ctx, frame, outbox)
+    return reply, prepare(outbox)
 
 
 def _transaction_id(frame: dict[str, Any] | None) -> str | None:

@@ -36,6 +36,8 @@ logger = logging.getLogger("posgateway.realtime")
 
 OnFail = Callable[[Outbox], None]
 Message = tuple[str, dict[str, Any], OnFail | None]
+# (messages to devices' channels, messages to dashboard groups)
+Messages = tuple[list[Message], list[tuple[str, dict[str, Any]]]]
 
 # The message types the device consumer handles (GatewayConsumer.gateway_frame, ...).
 FRAME = "gateway.frame"
@@ -53,7 +55,7 @@ class Push:
     frame: dict[str, Any]
 
 
-def messages(events: list[Any]) -> tuple[list[Message], list[tuple[str, dict[str, Any]]]]:
+def messages(events: list[Any]) -> Messages:
     """The channel-layer messages of ``events``: (to devices, to dashboard groups)."""
     to_devices: list[Message] = []
     to_groups: list[tuple[str, dict[str, Any]]] = []
@@ -95,17 +97,26 @@ def _on_fail(event: Any) -> OnFail | None:
     return None
 
 
+def prepare(outbox: Outbox) -> Messages:
+    """The messages of what ``outbox`` holds, taken from it. A consumer prepares them in the
+    database thread hop that ran the service: the event loop, which serves every socket of
+    the process, then only sends them (:func:`send`)."""
+    return messages(outbox.take())
+
+
 async def deliver(outbox: Outbox) -> list[OnFail]:
-    """Send what ``outbox`` holds; returns the on_fail callbacks of the sends that failed.
+    """Send what ``outbox`` holds; returns the on_fail callbacks of the sends that failed."""
+    return await send(prepare(outbox))
+
+
+async def send(prepared: Messages) -> list[OnFail]:
+    """Send prepared messages; returns the on_fail callbacks of the sends that failed.
 
     The layer is at-most-once: a send that "succeeds" may still be dropped, which is why
     every guarantee lives in the database and this is only the fast path.
     """
-    events = outbox.take()
+    to_devices, to_groups = prepared
     failures: list[OnFail] = []
-    if not events:
-        return failures
-    to_devices, to_groups = messages(events)
     if not to_devices and not to_groups:
         return failures
     layer = get_channel_layer()
