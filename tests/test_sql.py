@@ -374,3 +374,45 @@ def test_event_rows_inserted_in_one_statement_are_what_create_stores(run):
     skip = ("id", "transaction")
     assert row(by_sql, without=skip) == row(by_orm, without=skip)
     assert abs(by_sql.created_at - by_orm.created_at) < dt.timedelta(seconds=5)
+
+
+def test_the_connect_paths_reads_find_what_the_orm_finds(run):
+    a, b = Store("store-a"), Store("store-b")
+    conn = open_connection(run, a.terminal, "test!term-a")
+    open_connection(run, b.terminal, "test!term-b")
+    for device in (a.desktop, a.terminal, b.terminal):
+        locked = terminals._locked_device("d.id = %s", [device.pk])
+        orm = Device.objects.select_related("group").get(pk=device.pk)
+        assert model_to_dict(locked) == model_to_dict(orm)
+        assert model_to_dict(locked.group) == model_to_dict(orm.group)
+        assert locked.store_devices == Device.objects.filter(group=orm.group).count()
+    by_key = terminals._locked_device("d.key_hash = %s AND d.is_active = %s", ["nope", True])
+    assert by_key is None
+    device = terminals._lock_device_of(conn.pk)
+    orm = Device.objects.select_related("current_connection").get(pk=a.terminal.pk)
+    assert model_to_dict(device) == model_to_dict(orm)
+    assert model_to_dict(device.current_connection) == model_to_dict(orm.current_connection)
+    rows = execute(terminals._OPEN_CONNECTIONS_OF_DEVICE, [a.terminal.pk], fetch="all")
+    assert rows == list(
+        Connection.objects.filter(device=a.terminal, closed_at__isnull=True).values_list(
+            "id", "channel_name"
+        )
+    )
+
+
+def test_inserting_a_connection_stores_what_create_stores(run):
+    store = Store("store-a")
+    now = timezone.now()
+    params = ["by-sql", store.terminal.pk, "test!x", "10.0.0.1", dt_param(now), dt_param(now)]
+    (pk,) = execute(terminals._INSERT_CONNECTION, params, fetch="one")
+    by_orm = Connection.objects.create(
+        connection_id="by-orm",
+        device=store.terminal,
+        channel_name="test!x",
+        remote_addr="10.0.0.1",
+        connected_at=now,
+        last_activity=now,
+    )
+    by_sql = Connection.objects.get(pk=pk)
+    skip = ("id", "connection_id")
+    assert row(by_sql, without=skip) == row(by_orm, without=skip)
