@@ -129,6 +129,16 @@ def payment_request_body(txn: Transaction) -> Frame:
     }
 
 
+def _to_terminal(frame: Frame, event: PaymentForwarded | RequestForwarded) -> Frame:
+    """A request forwarded to a terminal: inside a session it carries the waitingScreen; sent
+    again to a reconnected terminal it is marked ``resent``."""
+    if event.waiting_screen is not None:
+        frame["waitingScreen"] = event.waiting_screen
+    if event.resent:
+        frame["resent"] = True
+    return frame
+
+
 def payment_request(event: PaymentForwarded) -> Frame:
     frame: Frame = {
         "action": "paymentRequest",
@@ -136,11 +146,7 @@ def payment_request(event: PaymentForwarded) -> Frame:
         "paymentRequest": payment_request_body(event.txn),
         "timestamp": now_iso(),
     }
-    if event.waiting_screen is not None:
-        frame["waitingScreen"] = event.waiting_screen
-    if event.resent:
-        frame["resent"] = True
-    return frame
+    return _to_terminal(frame, event)
 
 
 def payment_accepted(outcome: PaymentAccepted) -> Frame:
@@ -205,11 +211,7 @@ def request_forwarded(event: RequestForwarded) -> Frame:
         f"{event.kind}Request": event.request,
         "timestamp": now_iso(),
     }
-    if event.waiting_screen is not None:
-        frame["waitingScreen"] = event.waiting_screen
-    if event.resent:
-        frame["resent"] = True
-    return frame
+    return _to_terminal(frame, event)
 
 
 def request_accepted(outcome: RequestAccepted) -> Frame:
@@ -327,56 +329,40 @@ def dashboard_group(group_id: int) -> str:
     return f"{DASHBOARD_GROUP_PREFIX}{group_id}"
 
 
-@singledispatch
+# Each dashboard event's type and its fields (the event's attribute behind each).
+_DASHBOARD_EVENTS: dict[type, tuple[str, dict[str, str]]] = {
+    DeviceChanged: (
+        "device",
+        {
+            "deviceId": "device_id",
+            "deviceType": "device_type",
+            "status": "status",
+            "active": "active",
+        },
+    ),
+    PaymentChanged: (
+        "payment",
+        {"transactionId": "transaction_id", "status": "status", "late": "late", "step": "step"},
+    ),
+    SessionChanged: ("session", {"sessionId": "session_id", "state": "state"}),
+    RequestChanged: (
+        "request",
+        {"requestId": "request_id", "kind": "kind", "status": "status"},
+    ),
+}
+
+
 def dashboard_event(event: Any) -> tuple[int, Frame] | None:
     """(store, dashboard event) for an event the dashboards hear of, else None."""
+    spec = _DASHBOARD_EVENTS.get(type(event))
+    if spec is not None:
+        kind, fields = spec
+        body = {name: getattr(event, attribute) for name, attribute in fields.items()}
+        return event.group_id, {"type": kind, **body}
+    if isinstance(event, PaymentsDelivered):  # one ack, many results
+        ids = list(event.transaction_ids)
+        return event.group_id, {"type": "payment", "transactionIds": ids, "step": "delivered"}
     return None
-
-
-@dashboard_event.register
-def _(event: DeviceChanged) -> tuple[int, Frame]:
-    return event.group_id, {
-        "type": "device",
-        "deviceId": event.device_id,
-        "deviceType": event.device_type,
-        "status": event.status,
-        "active": event.active,
-    }
-
-
-@dashboard_event.register
-def _(event: PaymentChanged) -> tuple[int, Frame]:
-    return event.group_id, {
-        "type": "payment",
-        "transactionId": event.transaction_id,
-        "status": event.status,
-        "late": event.late,
-        "step": event.step,
-    }
-
-
-@dashboard_event.register
-def _(event: PaymentsDelivered) -> tuple[int, Frame]:
-    return event.group_id, {
-        "type": "payment",
-        "transactionIds": list(event.transaction_ids),
-        "step": "delivered",
-    }
-
-
-@dashboard_event.register
-def _(event: SessionChanged) -> tuple[int, Frame]:
-    return event.group_id, {"type": "session", "sessionId": event.session_id, "state": event.state}
-
-
-@dashboard_event.register
-def _(event: RequestChanged) -> tuple[int, Frame]:
-    return event.group_id, {
-        "type": "request",
-        "requestId": event.request_id,
-        "kind": event.kind,
-        "status": event.status,
-    }
 
 
 def dashboard_message(event: Frame) -> dict[str, Any]:
