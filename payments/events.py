@@ -19,10 +19,19 @@ class PaymentChanged:
     status: str
     late: bool
     step: str
+    type: str = "PAYMENT"
+    original_transaction_id: str | None = None  # a refund's payment
 
     @classmethod
     def of(cls, txn: Transaction, step: str) -> PaymentChanged:
-        return cls(txn.group_id, txn.transaction_id, txn.status, txn.late, str(step))
+        if txn.type == "REFUND":
+            assert txn.original is not None
+            original: str | None = txn.original.transaction_id
+        else:
+            original = None
+        return cls(
+            txn.group_id, txn.transaction_id, txn.status, txn.late, str(step), txn.type, original
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,7 @@ class CancelRequested:
 
 @dataclass(frozen=True, slots=True)
 class StoredResult:
-    """The result a finished payment already has, as its desktop was sent it."""
+    """The result a finished payment or refund already has, as its desktop was sent it."""
 
     result: dict[str, Any]
+    txn: Transaction | None = None

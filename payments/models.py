@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -31,11 +32,31 @@ TERMINAL_RESULT_STATUSES = (
 )
 
 
+class TransactionType(models.TextChoices):
+    PAYMENT = "PAYMENT"
+    REFUND = "REFUND"
+
+
 class Transaction(models.Model):
-    """One payment, unique per store by its transactionId."""
+    """One payment or refund, unique per store by its transactionId (one id space for both).
+
+    A refund points at the successful payment it gives money back from (``original``) and runs
+    through the same lifecycle; the payment keeps the sum of its successful refunds.
+    """
 
     group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="transactions")
     transaction_id = models.CharField(max_length=64)
+    type = models.CharField(
+        max_length=8, choices=TransactionType.choices, default=TransactionType.PAYMENT
+    )
+    original = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="refunds",
+        help_text="The payment a refund gives money back from",
+    )
     # 12 digits before the point (contract section 7) and 4 after: the most minor units any
     # ISO 4217 currency has (CLF, UYW). Shown with the currency's own decimals (exports.money).
     amount = models.DecimalField(max_digits=16, decimal_places=4)
@@ -50,12 +71,34 @@ class Transaction(models.Model):
     late = models.BooleanField(
         default=False, help_text="A terminal result arrived after the gateway gave up"
     )
+    reason = models.CharField(max_length=200, blank=True, help_text="Why a refund was made")
+    # A payment's SUCCESS refunds, added up as each one succeeds (late ones too).
+    refunded_amount = models.DecimalField(max_digits=16, decimal_places=4, default=0)
+    over_refunded = models.BooleanField(
+        default=False,
+        help_text="Succeeded refunds add up to more than the payment (a late refund success): "
+        "money has moved, a person must look",
+    )
     # The terminal's answer (card data masked before it is stored).
     authorization_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     payment_response = models.JSONField(null=True, blank=True)
+    # The desktop that started it and receives its result; none for a refund started by staff
+    # (REST API, dashboard), who is then ``initiated_by``.
     desktop = models.ForeignKey(
-        Device, on_delete=models.PROTECT, related_name="desktop_transactions"
+        Device,
+        on_delete=models.PROTECT,
+        related_name="desktop_transactions",
+        null=True,
+        blank=True,
+    )
+    initiated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The staff user who started a refund from the REST API or the dashboard",
     )
     terminal = models.ForeignKey(
         Device, on_delete=models.PROTECT, related_name="terminal_transactions"
@@ -83,6 +126,11 @@ class Transaction(models.Model):
                 name="one_payment_in_flight_per_terminal",
             ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="transaction_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(type="PAYMENT", original__isnull=True)
+                | Q(type="REFUND", original__isnull=False),
+                name="refund_has_original_payment",
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "deadline_at"]),
@@ -96,6 +144,10 @@ class Transaction(models.Model):
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 
+    @property
+    def is_refund(self) -> bool:
+        return self.type == TransactionType.REFUND
+
 
 class EventSource(models.TextChoices):
     DESKTOP = "desktop"
@@ -103,6 +155,7 @@ class EventSource(models.TextChoices):
     GATEWAY = "gateway"
     ADMIN = "admin"
     API = "api"
+    DASHBOARD = "dashboard"
 
 
 class EventKind(models.TextChoices):
@@ -117,6 +170,8 @@ class EventKind(models.TextChoices):
     TIMEOUT = "timeout"
     FAILED = "failed"
     DELIVERED = "delivered"
+    REFUNDED = "refunded"  # on a payment: one of its refunds succeeded
+    OVER_REFUNDED = "over_refunded"  # on a payment: its refunds now exceed it
 
 
 class TransactionEvent(models.Model):

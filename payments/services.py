@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypedDict
 
@@ -40,10 +41,20 @@ from payments.models import (
     Transaction,
     TransactionEvent,
     TransactionStatus,
+    TransactionType,
 )
-from payments.validation import validate_payment_request, validate_payment_response
+from payments.validation import (
+    format_amount,
+    parse_amount,
+    validate_payment_request,
+    validate_payment_response,
+    validate_refund_request,
+)
 from posgateway.core.events import Outbox
 from posgateway.core.protocol import (
+    ONLY_SUCCESSFUL_PAYMENT_REFUNDABLE,
+    REFUND_CURRENCY_MISMATCH,
+    REFUND_EXCEEDS_REFUNDABLE,
     TERMINAL_BUSY,
     TERMINAL_NOT_FOUND,
     TRANSACTION_ID_REUSED,
@@ -156,9 +167,77 @@ def payment_start(
     current state and not forwarded again; a repeat after completion gets the stored result.
     """
     request = validate_payment_request(payment_request)
+    _check_storable(request["amount"], request["transactionId"])
+    return _start(
+        _Start(
+            group_id=desktop.group_id,
+            desktop=desktop,
+            desktop_connection_id=desktop_connection_id,
+            terminal_id=terminal_id,
+            request=request,
+            source=EventSource.DESKTOP,
+        ),
+        outbox,
+    )
+
+
+def refund_start(
+    *,
+    group_id: int,
+    terminal_id: str,
+    refund_request: Any,
+    outbox: Outbox,
+    desktop: Device | None = None,
+    desktop_connection_id: str = "",
+    user: Any = None,
+    source: str = EventSource.DESKTOP,
+    device_id_only: bool = False,
+) -> PaymentAccepted | StoredResult:
+    """Validate, store and forward a refund of a successful payment of the store.
+
+    A refund is a transaction of type REFUND with the payment's lifecycle (``_start``); its
+    amount is checked against, and reserved from, the payment's refundable amount under a
+    lock on the payment's row, so refunds racing from any number of processes never add up
+    to more than the payment. Started by a desktop (``desktop``), or by a staff ``user``
+    through the REST API or the dashboard (no desktop: the result is not pushed anywhere).
+    """
+    request = validate_refund_request(refund_request)
+    return _start(
+        _Start(
+            group_id=group_id,
+            desktop=desktop,
+            desktop_connection_id=desktop_connection_id,
+            terminal_id=terminal_id,
+            request=request,
+            source=source,
+            refund=True,
+            user=user,
+            device_id_only=device_id_only,
+        ),
+        outbox,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """A request to start a payment or a refund, validated for its shape."""
+
+    group_id: int
+    desktop: Device | None
+    desktop_connection_id: str
+    terminal_id: str
+    request: dict[str, Any]
+    source: str
+    refund: bool = False
+    user: Any = None
+    device_id_only: bool = False
+
+
+def _start(start: _Start, outbox: Outbox) -> PaymentAccepted | StoredResult:
+    """Store a payment or a refund and forward it, in one commit: the one lifecycle of both."""
+    request = start.request
     tid = request["transactionId"]
-    _check_storable(request["amount"], tid)
-    group_id = desktop.group_id
+    group_id = start.group_id
     terminal = None
     try:
         with transaction.atomic():
@@ -168,13 +247,20 @@ def payment_start(
             others, subqueries = _target_subqueries()
             resolution = resolve_terminal(
                 group_id=group_id,
-                terminal_id=terminal_id,
+                terminal_id=start.terminal_id,
+                device_id_only=start.device_id_only,
                 also=[(_EXISTING, (group_id, tid)), *subqueries],
             )
             existing_pk, *busy_ids, in_session = resolution.extras
             if existing_pk is not None:
-                existing = Transaction.objects.select_related("terminal").get(pk=existing_pk)
-                return _payment_repeat(existing, request, terminal_id, outbox)
+                existing = Transaction.objects.select_related("terminal", "original").get(
+                    pk=existing_pk
+                )
+                return _repeat(existing, start, outbox)
+            original = None
+            if start.refund:
+                original, amount, reserved = _refund_reserve(group_id, request)
+                request = {**request, "amount": amount, "currency": original.currency}
             if isinstance(resolution.error, NotFound):
                 resolution.error.extra["transactionId"] = tid
             terminal, live = resolution.require()
@@ -183,9 +269,14 @@ def payment_start(
             for kind, busy_id in zip(others, busy_ids, strict=True):
                 if busy_id is not None:
                     raise Conflict(TERMINAL_BUSY, transactionId=tid, **{kind.key: busy_id})
-            txn = _payment_insert(desktop, desktop_connection_id, terminal, terminal_id, request)
+            txn = _transaction_insert(start, terminal, request, original)
+            requested: dict[str, Any] = {}
+            if original is not None:
+                requested = {"refundableBefore": format_amount(reserved, original.currency)}
+                if start.user is not None:
+                    requested["user"] = start.user.get_username()
             _insert_events(
-                (txn.pk, EventKind.REQUESTED, EventSource.DESKTOP, "", "PENDING", {}),
+                (txn.pk, EventKind.REQUESTED, start.source, "", "PENDING", requested),
                 (
                     txn.pk,
                     EventKind.FORWARDED,
@@ -200,51 +291,113 @@ def payment_start(
                 screen = occupancy.waiting_screen(
                     terminal_pk=terminal.pk, operation_type=OPERATION_TYPE
                 )
-            outbox.publish(PaymentForwarded(txn, desktop_connection_id, screen, live.channel_name))
+            outbox.publish(
+                PaymentForwarded(txn, start.desktop_connection_id, screen, live.channel_name)
+            )
             outbox.publish(PaymentChanged.of(txn, EventKind.FORWARDED))
     except IntegrityError:
         # Lost a race with another request: the same transactionId, or the terminal got busy.
         winner = (
-            Transaction.objects.select_related("terminal")
+            Transaction.objects.select_related("terminal", "original")
             .filter(group_id=group_id, transaction_id=tid)
             .first()
         )
         if winner is not None:
-            return _payment_repeat(winner, request, terminal_id, outbox)
+            return _repeat(winner, start, outbox)
         busy = _busy(terminal, tid) if terminal is not None else None
         if busy is None:
             raise  # neither race: the database refused for a reason of its own
         raise busy from None
-    _log(txn, f"forwarded to terminal {terminal.device_id or terminal.pk}", "PENDING", txn.status)
-    return PaymentAccepted(txn, terminal_id, live.connection_id)
+    what = "refund" if start.refund else "payment"
+    _log(
+        txn,
+        f"{what} forwarded to terminal {terminal.device_id or terminal.pk}",
+        "PENDING",
+        txn.status,
+    )
+    return PaymentAccepted(txn, start.terminal_id, live.connection_id)
 
 
-def _payment_insert(
-    desktop: Device,
-    desktop_connection_id: str,
-    terminal: Device,
-    terminal_id: str,
-    request: dict[str, Any],
+# A payment's refunds still in flight, added up: reserved from its refundable amount.
+_IN_FLIGHT_REFUNDS = statement(
+    "SELECT COALESCE(SUM({Transaction.amount}), 0) FROM {Transaction}"
+    " WHERE {Transaction.original} = %s AND {Transaction.status} IN ('PENDING', 'IN_PROGRESS')",
+    Transaction,
+)
+
+
+def refundable_amount(payment: Transaction) -> Decimal:
+    """What may still be refunded of a payment: its amount minus its succeeded refunds minus
+    its refunds in flight (exact only under the payment's row lock, as ``_refund_reserve``
+    reads it; elsewhere it is what the page shows)."""
+    (in_flight,) = _execute(_IN_FLIGHT_REFUNDS, [payment.pk], fetch="one")
+    return payment.amount - payment.refunded_amount - Decimal(in_flight)
+
+
+def _refund_reserve(group_id: int, request: dict[str, Any]) -> tuple[Transaction, str, Decimal]:
+    """The rules of a refund (contract section 9), checked under a lock on the payment's row:
+    (the payment, the refund's amount normalised, the refundable amount before it)."""
+    tid = request["transactionId"]
+    # FOR NO KEY UPDATE: every refund of this payment, on any process, waits here until this
+    # one is stored (and counted in flight) or refused; results of its refunds wait too.
+    original = (
+        Transaction.objects.select_for_update(no_key=True)
+        .filter(group_id=group_id, transaction_id=request["originalTransactionId"])
+        .first()
+    )
+    if original is None or original.type != TransactionType.PAYMENT:
+        raise NotFound(TRANSACTION_NOT_FOUND, transactionId=tid)
+    if original.status != TransactionStatus.SUCCESS:
+        raise Conflict(
+            ONLY_SUCCESSFUL_PAYMENT_REFUNDABLE,
+            transactionId=tid,
+            originalTransactionId=original.transaction_id,
+            status=original.status,
+        )
+    currency = request["currency"]
+    if currency is not None and currency != original.currency:
+        raise BadRequest(REFUND_CURRENCY_MISMATCH, transactionId=tid, currency=original.currency)
+    refundable = refundable_amount(original)
+    shown = format_amount(max(refundable, Decimal(0)), original.currency)
+    if request["amount"] is None:
+        if refundable <= 0:
+            raise BadRequest(REFUND_EXCEEDS_REFUNDABLE, transactionId=tid, refundableAmount=shown)
+        return original, shown, refundable
+    amount = parse_amount(request["amount"], original.currency, path="refundRequest.amount")
+    if Decimal(amount) > refundable:
+        raise BadRequest(REFUND_EXCEEDS_REFUNDABLE, transactionId=tid, refundableAmount=shown)
+    return original, amount, refundable
+
+
+def _transaction_insert(
+    start: _Start, terminal: Device, request: dict[str, Any], original: Transaction | None
 ) -> Transaction:
     """The new transaction, stored IN_PROGRESS: it is forwarded in the same commit."""
     now = timezone.now()
     txn = Transaction(
-        group_id=desktop.group_id,
+        group_id=start.group_id,
         transaction_id=request["transactionId"],
         amount=Decimal(request["amount"]),
         currency=request["currency"],
-        payment_method=request["paymentMethod"],
-        products=request["products"],
-        customer_info=request["customerInfo"],
-        metadata=request["metadata"],
         status=TransactionStatus.IN_PROGRESS,
-        desktop=desktop,
+        desktop=start.desktop,
         terminal=terminal,
-        terminal_ref=terminal_id,
-        desktop_connection_id=desktop_connection_id,
+        terminal_ref=start.terminal_id,
+        desktop_connection_id=start.desktop_connection_id,
         forwarded_at=now,
         deadline_at=now + dt.timedelta(seconds=settings.PAYMENT_TIMEOUT_S),
     )
+    if original is None:
+        txn.payment_method = request["paymentMethod"]
+        txn.products = request["products"]
+        txn.customer_info = request["customerInfo"]
+        txn.metadata = request["metadata"]
+    else:
+        txn.type = TransactionType.REFUND
+        txn.original = original
+        txn.payment_method = original.payment_method
+        txn.reason = request["reason"]
+        txn.initiated_by = start.user
     (txn.pk,) = _insert(txn, returning="id")
     return txn
 
@@ -275,43 +428,61 @@ def _busy(terminal: Device, tid: str) -> Conflict | None:
     return Conflict(TERMINAL_BUSY, transactionId=tid, inFlightTransactionId=in_flight)
 
 
-def _payment_repeat(
-    txn: Transaction, request: dict[str, Any], terminal_id: str, outbox: Outbox
-) -> PaymentAccepted | StoredResult:
-    same = (
-        Decimal(request["amount"]) == txn.amount
-        and request["currency"] == txn.currency
-        and names_terminal(
-            terminal=txn.terminal, terminal_id=terminal_id, as_named=txn.terminal_ref
-        )
+def _repeat(txn: Transaction, start: _Start, outbox: Outbox) -> PaymentAccepted | StoredResult:
+    """A transactionId the store already used: the same request again is answered with the
+    transaction's state (its stored result once final); anything else is a reused id."""
+    request = start.request
+    same_terminal = names_terminal(
+        terminal=txn.terminal, terminal_id=start.terminal_id, as_named=txn.terminal_ref
     )
+    if start.refund:
+        amount, currency = request["amount"], request["currency"]
+        same = (
+            txn.is_refund
+            and txn.original is not None
+            and txn.original.transaction_id == request["originalTransactionId"]
+            and (currency is None or currency == txn.currency)
+            and (amount is None or _same_amount(amount, txn))
+            and same_terminal
+        )
+    else:
+        same = (
+            not txn.is_refund
+            and Decimal(request["amount"]) == txn.amount
+            and request["currency"] == txn.currency
+            and same_terminal
+        )
     if not same:
         raise Conflict(TRANSACTION_ID_REUSED, transactionId=txn.transaction_id)
     TransactionEvent.objects.create(
         transaction=txn,
         kind=EventKind.DUPLICATE,
-        source=EventSource.DESKTOP,
+        source=start.source,
         detail={"status": txn.status},
     )
     outbox.publish(PaymentChanged.of(txn, EventKind.DUPLICATE))
-    _log(txn, f"repeated by the desktop while {txn.status}")
+    _log(txn, f"repeated while {txn.status}")
     if txn.is_final:
-        return StoredResult(_stored_result(txn))
+        return StoredResult(_stored_result(txn), txn)
     live = live_connection(device_id=txn.terminal_id)
-    return PaymentAccepted(txn, terminal_id, live.connection_id if live else None, duplicate=True)
+    return PaymentAccepted(
+        txn, start.terminal_id, live.connection_id if live else None, duplicate=True
+    )
+
+
+def _same_amount(amount: str, txn: Transaction) -> bool:
+    try:
+        return Decimal(parse_amount(amount, txn.currency)) == txn.amount
+    except BadRequest:
+        return False
 
 
 def _stored_result(txn: Transaction) -> dict[str, Any]:
-    """The result of a finished payment as its desktop was last sent it."""
+    """The result of a finished transaction as its desktop was last sent it."""
     message = DesktopMessage.objects.filter(transaction=txn).order_by("-seq").only("frame").first()
     if message is not None:
         return message.frame
-    return {  # a result from before results were numbered; never expected in practice
-        "transactionId": txn.transaction_id,
-        "paymentResponse": txn.payment_response,
-        "late": txn.late,
-        "timestamp": now_iso(),
-    }
+    return result_of(txn)  # a refund started by staff: it has no desktop
 
 
 def payment_forward_failed(outbox: Outbox, *, group_id: int, transaction_id: str) -> None:
@@ -333,9 +504,19 @@ def payment_forward_failed(outbox: Outbox, *, group_id: int, transaction_id: str
 # --- Results ---------------------------------------------------------------------------------
 
 
-def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -> None:
-    """Record a terminal's result (late ones too) and push it to the desktop that paid."""
-    response = validate_payment_response(payment_response)
+def payment_result(
+    *,
+    terminal: Device,
+    payment_response: Any,
+    outbox: Outbox,
+    kind: str = TransactionType.PAYMENT,
+) -> None:
+    """Record a terminal's result (late ones too) and push it to the desktop that paid.
+
+    ``kind`` REFUND for a ``refundResponse``: it names a refund, never a payment.
+    """
+    root = "refundResponse" if kind == TransactionType.REFUND else "paymentResponse"
+    response = validate_payment_response(payment_response, root)
     tid = response["transactionId"]
     new = response["status"]
     with transaction.atomic():
@@ -343,7 +524,7 @@ def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -
             terminal,
             response,
             where=_WHERE_IN_PROGRESS,
-            params=[terminal.group_id, tid, terminal.pk],
+            params=[terminal.group_id, tid, terminal.pk, str(kind)],
             old=TransactionStatus.IN_PROGRESS,
             kind=EventKind.RESULT,
             late=False,
@@ -354,7 +535,7 @@ def payment_result(*, terminal: Device, payment_response: Any, outbox: Outbox) -
         # must not wait for it, or an ack holding the desktop row deadlocks with a late result.
         txn = (
             Transaction.objects.select_for_update(no_key=True)
-            .filter(group_id=terminal.group_id, transaction_id=tid, terminal=terminal)
+            .filter(group_id=terminal.group_id, transaction_id=tid, terminal=terminal, type=kind)
             .first()
         )
         if txn is None:
@@ -394,13 +575,14 @@ _RECORD_RESULT = statement(
 )
 _WHERE_IN_PROGRESS = statement(
     "{Transaction.group} = %s AND {Transaction.transaction_id} = %s"
-    " AND {Transaction.terminal} = %s"
+    " AND {Transaction.terminal} = %s AND {Transaction.type} = %s"
     f" AND {{Transaction.status}} = '{TransactionStatus.IN_PROGRESS.value}'",
     Transaction,
 )
 _WHERE_PK = statement("{Transaction.id} = %s", Transaction)
 _RETURNING = statement(
-    " RETURNING {Transaction.id}, {Transaction.desktop}, {Transaction.late}", Transaction
+    " RETURNING {Transaction.id}, {Transaction.desktop}, {Transaction.late}, {Transaction.type}",
+    Transaction,
 )
 
 
@@ -447,12 +629,20 @@ def _record_result(
     )
     if row is None:
         return False
-    pk, desktop_pk, stored_late = row
+    pk, desktop_pk, stored_late, kind_of = row
+    if kind_of == TransactionType.REFUND:
+        refund = Transaction.objects.select_related("original").get(pk=pk)
+        _result_recorded(refund, old, kind, late, outbox)
+        if refund.status == TransactionStatus.SUCCESS:
+            _refund_succeeded(refund, outbox)
+        return True
     txn = _loaded(
         Transaction,
         id=pk,
         group_id=terminal.group_id,
         transaction_id=tid,
+        type=TransactionType.PAYMENT.value,
+        original_id=None,
         terminal_id=terminal.pk,
         desktop_id=desktop_pk,
         status=new,
@@ -488,21 +678,98 @@ _MESSAGE_RETURNING = statement(
 )
 
 
-def _push_result(txn: Transaction, outbox: Outbox) -> DesktopMessage:
-    """Number the result for its desktop device, keep it until acked, push it now."""
+def result_of(txn: Transaction, seq: int | None = None) -> dict[str, Any]:
+    """A finished transaction's result as its desktop is sent it (``paymentComplete`` /
+    ``refundComplete`` without the action): seq, transactionId, the terminal's answer (a
+    refund's with its originalTransactionId, amount and currency), late, timestamp."""
+    result: dict[str, Any] = {"seq": seq} if seq is not None else {}
+    result["transactionId"] = txn.transaction_id
+    if txn.is_refund:
+        assert txn.original is not None
+        result["refundResponse"] = {
+            **(txn.payment_response or {}),
+            "originalTransactionId": txn.original.transaction_id,
+            "amount": format_amount(txn.amount, txn.currency),
+            "currency": txn.currency,
+        }
+    else:
+        result["paymentResponse"] = txn.payment_response
+    result["late"] = txn.late
+    result["timestamp"] = now_iso()
+    return result
+
+
+def _push_result(txn: Transaction, outbox: Outbox) -> DesktopMessage | None:
+    """Number the result for its desktop device, keep it until acked, push it now. A refund
+    started by staff (REST API, dashboard) has no desktop: they read its result there."""
+    if txn.desktop_id is None:
+        return None
     seq = desktop_next_seq(desktop_pk=txn.desktop_id)
-    result = {
-        "seq": seq,
-        "transactionId": txn.transaction_id,
-        "paymentResponse": txn.payment_response,
-        "late": txn.late,
-        "timestamp": now_iso(),
-    }
+    result = result_of(txn, seq)
     message = DesktopMessage(device_id=txn.desktop_id, seq=seq, transaction=txn, frame=result)
     message.pk, channel = _insert(message, returning=_MESSAGE_RETURNING, params=(txn.desktop_id,))
     if channel is not None:
         outbox.publish(ResultPushed(result, channel))
     return message
+
+
+# A refund succeeded: its payment's refunded amount grows by it, in one statement that also
+# says whether the refunds now add up to more than the payment.
+_ADD_REFUNDED = statement(
+    "UPDATE {Transaction} SET {Transaction.refunded_amount} = {Transaction.refunded_amount} + %s,"
+    " {Transaction.updated_at} = %s WHERE {Transaction.id} = %s"
+    " RETURNING {Transaction.refunded_amount}, {Transaction.amount}, {Transaction.over_refunded}",
+    Transaction,
+)
+
+
+def _refund_succeeded(refund: Transaction, outbox: Outbox) -> None:
+    """Count a succeeded refund (late ones too: the money has moved) on its payment; flag the
+    payment for a person when its refunds now exceed it."""
+    payment = refund.original
+    assert payment is not None
+    refunded, amount, flagged = _execute(
+        _ADD_REFUNDED, [refund.amount, _dt(timezone.now()), payment.pk], fetch="one"
+    )
+    refunded, amount = Decimal(refunded), Decimal(amount)
+    payment.refunded_amount = refunded
+    money = functools.partial(format_amount, currency=payment.currency)
+    _note(
+        payment,
+        EventKind.REFUNDED,
+        EventSource.TERMINAL,
+        outbox,
+        refundTransactionId=refund.transaction_id,
+        amount=money(refund.amount),
+        refundedAmount=money(refunded),
+        late=refund.late,
+    )
+    _log(
+        payment,
+        f"refund {refund.transaction_id} of {money(refund.amount)} succeeded,"
+        f" refunded {money(refunded)} of {money(amount)}",
+    )
+    if refunded > amount and not flagged:
+        Transaction.objects.filter(pk=payment.pk).update(over_refunded=True)
+        payment.over_refunded = True
+        _note(
+            payment,
+            EventKind.OVER_REFUNDED,
+            EventSource.GATEWAY,
+            outbox,
+            refundTransactionId=refund.transaction_id,
+            refundedAmount=money(refunded),
+            amount=money(amount),
+        )
+        logger.warning(
+            "transactionId=%s store=%s refunds exceed the payment: refunded %s of %s after "
+            "the late success of refund %s; money has moved, check with the acquirer",
+            payment.transaction_id,
+            payment.group_id,
+            money(refunded),
+            money(amount),
+            refund.transaction_id,
+        )
 
 
 def _finish_by_gateway(
@@ -520,7 +787,7 @@ def _finish_by_gateway(
     with transaction.atomic():
         txn = (
             Transaction.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("terminal")
+            .select_related("terminal", "original")
             .filter(group_id=group_id, transaction_id=transaction_id, status__in=IN_FLIGHT_STATUSES)
             .first()
         )
@@ -594,7 +861,7 @@ def _get(group_id: int, transaction_id: Any) -> Transaction:
     if not isinstance(transaction_id, str) or not transaction_id:
         raise BadRequest("transactionId is required")
     txn = (
-        Transaction.objects.select_related("terminal")
+        Transaction.objects.select_related("terminal", "original")
         .filter(group_id=group_id, transaction_id=transaction_id)
         .first()
     )
@@ -609,7 +876,7 @@ def payment_cancel(
     """Ask the terminal to cancel; its answer (or the timeout) decides the outcome."""
     txn = _get(group_id, transaction_id)
     if txn.is_final:
-        return StoredResult(_stored_result(txn))
+        return StoredResult(_stored_result(txn), txn)
     _note(txn, EventKind.CANCEL_REQUESTED, EventSource.DESKTOP, outbox)
     live = live_connection(device_id=txn.terminal_id)
     if live is not None:
@@ -693,9 +960,9 @@ def in_flight_requests(
     # Locked: a payment failing or timing out meanwhile is either not re-sent, or re-sent
     # first (and then not failed for a lost forward: see payment_forward_failed).
     txns = list(
-        Transaction.objects.select_for_update(no_key=True).filter(
-            terminal_id=terminal_pk, status__in=IN_FLIGHT_STATUSES
-        )
+        Transaction.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("original")
+        .filter(terminal_id=terminal_pk, status__in=IN_FLIGHT_STATUSES)
     )
     resent: list[PaymentForwarded | CancelForwarded] = []
     for txn in txns:
@@ -705,7 +972,7 @@ def in_flight_requests(
             terminal_pk=txn.terminal_id, operation_type=OPERATION_TYPE
         )
         # The desktop that paid may have reconnected too: name its connection of now.
-        desktop_live = live_connection(device_id=txn.desktop_id)
+        desktop_live = None if txn.desktop_id is None else live_connection(device_id=txn.desktop_id)
         desktop_id = desktop_live.connection_id if desktop_live else txn.desktop_connection_id
         resent.append(PaymentForwarded(txn, desktop_id, screen, resent=True))
         # A cancel the terminal never got (it was away) follows its request, or the terminal
@@ -724,6 +991,9 @@ __all__ = [
     "payment_result",
     "payment_start",
     "payment_status",
+    "refund_start",
+    "refundable_amount",
+    "result_of",
     "results_ack",
     "sweep_payment_timeouts",
     "unacked_results",

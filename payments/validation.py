@@ -42,6 +42,7 @@ __all__ = [
     "parse_amount",
     "validate_payment_request",
     "validate_payment_response",
+    "validate_refund_request",
 ]
 
 REQUEST_FIELDS = (
@@ -53,6 +54,7 @@ REQUEST_FIELDS = (
     "customerInfo",
     "metadata",
 )
+REFUND_FIELDS = ("transactionId", "originalTransactionId", "amount", "currency", "reason")
 PAYMENT_STATUSES = ("SUCCESS", "DECLINED", "FAILED", "CANCELLED")
 DEFAULT_PAYMENT_METHOD = "CARD"
 
@@ -64,6 +66,7 @@ MAX_PRODUCT_TEXT = 200
 MAX_PAYMENT_METHOD = 32
 MAX_AUTHORIZATION_CODE = 64
 MAX_ERROR_MESSAGE = 1000
+MAX_REASON = 200
 
 PAN_MIN_DIGITS = 13
 PAN_MAX_DIGITS = 19
@@ -491,6 +494,17 @@ def _products(data: dict[str, Any], currency: str, root: str) -> list[dict[str, 
 # -- the two payloads -----------------------------------------------------------------------
 
 
+def _unknown_fields(data: dict[str, Any], root: str, known: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in known:
+            message = f"{_key_path(root, key)} is not a known field"
+            if isinstance(key, str):
+                near = [field for field in known if field.lower() == key.lower()]
+                if near:
+                    message += f' (did you mean "{near[0]}"?)'
+            raise BadRequest(message)
+
+
 def validate_payment_request(data: object) -> dict[str, Any]:
     """Check the ``paymentRequest`` a desktop sent and return it normalised.
 
@@ -503,14 +517,7 @@ def validate_payment_request(data: object) -> dict[str, Any]:
     root = "paymentRequest"
     if not isinstance(data, dict):
         raise BadRequest(f"{root} must be an object")
-    for key in data:
-        if key not in REQUEST_FIELDS:
-            message = f"{_key_path(root, key)} is not a known field"
-            if isinstance(key, str):
-                near = [field for field in REQUEST_FIELDS if field.lower() == key.lower()]
-                if near:
-                    message += f' (did you mean "{near[0]}"?)'
-            raise BadRequest(message)
+    _unknown_fields(data, root, REQUEST_FIELDS)
     transaction_id = _transaction_id(data, root)
     integer, decimals = _amount_parts(_required(data, "amount", root), f"{root}.amount")
     currency = _currency(data, root)
@@ -526,8 +533,53 @@ def validate_payment_request(data: object) -> dict[str, Any]:
     }
 
 
-def validate_payment_response(data: object) -> dict[str, Any]:
-    """Check the ``paymentResponse`` a terminal sent and return a masked copy.
+def validate_refund_request(data: object, root: str = "refundRequest") -> dict[str, Any]:
+    """Check the shape of a ``refundRequest`` and return it normalised.
+
+    The result has the keys transactionId, originalTransactionId, amount (the string as sent,
+    or None for the whole refundable amount), currency (as sent, or None) and reason ("" when
+    absent). The amount is checked for syntax here and against the original payment's currency
+    and refundable amount by the service, which alone knows them.
+    """
+    if not isinstance(data, dict):
+        raise BadRequest(f"{root} must be an object")
+    _unknown_fields(data, root, REFUND_FIELDS)
+    transaction_id = _transaction_id(data, root)
+    original = data.get("originalTransactionId")
+    if original is None or original == "":
+        raise BadRequest(f"{root}.originalTransactionId is required")
+    if not isinstance(original, str) or not _TRANSACTION_ID.fullmatch(original):
+        raise BadRequest(
+            f"{root}.originalTransactionId must be 1 to 64 printable ASCII characters "
+            "without spaces"
+        )
+    amount = data.get("amount")
+    if amount is not None:
+        _amount_parts(amount, f"{root}.amount")
+    currency = data.get("currency")
+    if currency is not None and not isinstance(currency, str):
+        raise BadRequest(f"{root}.currency must be a string")
+    reason = data.get("reason")
+    if reason is None:
+        reason = ""
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise BadRequest(f"{root}.reason must be a string of at most {MAX_REASON} characters")
+    if not reason.isprintable():
+        raise BadRequest(f"{root}.reason must be printable text on one line")
+    if find_card_number(reason):
+        raise BadRequest(f"{root}.reason must not contain a card number")
+    return {
+        "transactionId": transaction_id,
+        "originalTransactionId": original,
+        "amount": amount,
+        "currency": currency,
+        "reason": reason,
+    }
+
+
+def validate_payment_response(data: object, root: str = "paymentResponse") -> dict[str, Any]:
+    """Check the ``paymentResponse`` (or a refund's ``refundResponse``) a terminal sent and
+    return a masked copy.
 
     transactionId and status are required; authorizationCode and errorMessage are optional
     strings or null (present as null in the result when absent). Every other field is kept
@@ -535,7 +587,6 @@ def validate_payment_response(data: object) -> dict[str, Any]:
     result is masked to its last four digits, except in transactionId, which is the POS's
     own identifier (already accepted with the request) and routes the result back to it.
     """
-    root = "paymentResponse"
     if not isinstance(data, dict):
         raise BadRequest(f"{root} must be an object")
     transaction_id = _transaction_id(data, root)

@@ -321,7 +321,7 @@ def test_recording_a_result_writes_what_the_orm_writes(run):
         ],
         fetch="one",
     )
-    assert found == (by_sql.pk, store.desktop.pk, True)
+    assert found == (by_sql.pk, store.desktop.pk, True, "PAYMENT")
     Transaction.objects.filter(pk=by_orm.pk).update(
         status="SUCCESS",
         late=True,
@@ -348,6 +348,7 @@ def test_recording_a_result_writes_what_the_orm_writes(run):
                 store.group.pk,
                 "BY-SQL",
                 store.terminal.pk,
+                "PAYMENT",
             ],
             fetch="one",
         )

@@ -14,9 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from payments import services as payments
+from payments.models import TransactionType
 from posgateway import nexo
 from posgateway.core.events import Outbox
-from posgateway.core.protocol import PAYMENT_REQUEST_REQUIRED, TERMINAL_ID_REQUIRED, BadRequest
+from posgateway.core.protocol import (
+    PAYMENT_REQUEST_REQUIRED,
+    REFUND_REQUEST_REQUIRED,
+    TERMINAL_ID_REQUIRED,
+    BadRequest,
+)
 from posgateway.gateway import frames
 from sessions import services as sessions
 from sessions.models import RequestKind
@@ -92,6 +98,32 @@ def payment_response(ctx: DeviceContext, frame: Frame, outbox: Outbox) -> None:
         raise BadRequest("paymentResponse is required")
     payments.payment_result(
         terminal=ctx.device, payment_response=frame["paymentResponse"], outbox=outbox
+    )
+
+
+def refund(ctx: DeviceContext, frame: Frame, outbox: Outbox) -> Frame:
+    terminal_id = _terminal_id(frame)
+    if frame.get("refundRequest") is None:
+        raise BadRequest(REFUND_REQUEST_REQUIRED)
+    outcome = payments.refund_start(
+        group_id=ctx.group_id,
+        desktop=ctx.device,
+        desktop_connection_id=ctx.connection_id,
+        terminal_id=terminal_id,
+        refund_request=frame["refundRequest"],
+        outbox=outbox,
+    )
+    return frames.reply(outcome)
+
+
+def refund_response(ctx: DeviceContext, frame: Frame, outbox: Outbox) -> None:
+    if frame.get("refundResponse") is None:
+        raise BadRequest("refundResponse is required")
+    payments.payment_result(
+        terminal=ctx.device,
+        payment_response=frame["refundResponse"],
+        outbox=outbox,
+        kind=TransactionType.REFUND,
     )
 
 
@@ -171,6 +203,10 @@ ACTIONS: dict[str, Action] = {
         get_terminals, _DESKTOP, "Only desktop devices can request terminal list"
     ),
     "payment": Action(payment, _DESKTOP, "Only desktop devices can start payments"),
+    "refund": Action(refund, _DESKTOP, "Only desktop devices can start refunds"),
+    "refundResponse": Action(
+        refund_response, _TERMINAL, "Only terminal devices can report refund results"
+    ),
     "cancelPayment": Action(cancel_payment, _DESKTOP, "Only desktop devices can cancel payments"),
     "getTransactionStatus": Action(
         get_transaction_status, _DESKTOP, "Only desktop devices can query transactions"

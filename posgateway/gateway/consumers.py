@@ -264,7 +264,7 @@ class GatewayConsumer(WebsocketConsumer):
 
     async def gateway_frame(self, event: dict[str, Any]) -> None:
         frame = event["frame"]
-        if frame.get("action") == "paymentComplete":
+        if frame.get("action") in frames.RESULT_ACTIONS:
             seq = frame.get("seq", 0)
             if seq <= self.sent_seq:
                 return
@@ -295,7 +295,7 @@ class GatewayConsumer(WebsocketConsumer):
             frame = frames.device_frame(event)
             assert frame is not None  # what is read back (results, requests, sessions) has one
             await self.send_frame(frame)
-            if frame.get("action") == "paymentComplete":
+            if frame.get("action") in frames.RESULT_ACTIONS:
                 self.sent_seq = max(self.sent_seq, frame["seq"])
 
     async def gateway_force_disconnect(self, event: dict[str, Any]) -> None:

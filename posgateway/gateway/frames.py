@@ -47,6 +47,9 @@ SENT_ACTIONS = (
     "paymentAccepted",
     "paymentRequest",
     "paymentComplete",
+    "refundAccepted",
+    "refundRequest",
+    "refundComplete",
     "cancelPayment",
     "cancelRequested",
     "transactionStatus",
@@ -61,6 +64,8 @@ SENT_ACTIONS = (
     "terminalApiResponse",
     "forceDisconnect",
 )
+# The results a desktop is sent numbered by seq (one stream, acknowledged by ``ack``).
+RESULT_ACTIONS = frozenset({"paymentComplete", "refundComplete"})
 
 
 # --- Connection and terminals --------------------------------------------------------------
@@ -139,18 +144,70 @@ def _to_terminal(frame: Frame, event: PaymentForwarded | RequestForwarded) -> Fr
     return frame
 
 
+def refund_request_body(txn: Transaction) -> Frame:
+    """A refund as the terminal receives it, with the details of the payment it refunds."""
+    original = txn.original
+    assert original is not None
+    return {
+        "transactionId": txn.transaction_id,
+        "originalTransactionId": original.transaction_id,
+        "amount": format_amount(txn.amount, txn.currency),
+        "currency": txn.currency,
+        "reason": txn.reason,
+        "original": {
+            "transactionId": original.transaction_id,
+            "amount": format_amount(original.amount, original.currency),
+            "currency": original.currency,
+            "authorizationCode": original.authorization_code or None,
+            "createdAt": iso(original.created_at),
+        },
+    }
+
+
 def payment_request(event: PaymentForwarded) -> Frame:
+    """``paymentRequest`` (or ``refundRequest``) to the terminal."""
+    txn = event.txn
+    if txn.is_refund:
+        frame: Frame = {
+            "action": "refundRequest",
+            "desktopId": event.desktop_connection_id or None,
+            "refundRequest": refund_request_body(txn),
+            "timestamp": now_iso(),
+        }
+    else:
+        frame = {
+            "action": "paymentRequest",
+            "desktopId": event.desktop_connection_id,
+            "paymentRequest": payment_request_body(txn),
+            "timestamp": now_iso(),
+        }
+    return _to_terminal(frame, event)
+
+
+def refund_accepted(outcome: PaymentAccepted) -> Frame:
+    txn = outcome.txn
+    assert txn.original is not None
     frame: Frame = {
-        "action": "paymentRequest",
-        "desktopId": event.desktop_connection_id,
-        "paymentRequest": payment_request_body(event.txn),
+        "action": "refundAccepted",
+        "transactionId": txn.transaction_id,
+        "originalTransactionId": txn.original.transaction_id,
+        "terminalId": outcome.terminal_ref,
+        "deviceId": txn.terminal.device_id or None,
+        "connectionId": outcome.connection_id,
+        "amount": format_amount(txn.amount, txn.currency),
+        "currency": txn.currency,
+        "status": txn.status,
         "timestamp": now_iso(),
     }
-    return _to_terminal(frame, event)
+    if outcome.duplicate:
+        frame["duplicate"] = True
+    return frame
 
 
 def payment_accepted(outcome: PaymentAccepted) -> Frame:
     txn = outcome.txn
+    if txn.is_refund:
+        return refund_accepted(outcome)
     frame: Frame = {
         "action": "paymentAccepted",
         "transactionId": txn.transaction_id,
@@ -166,9 +223,11 @@ def payment_accepted(outcome: PaymentAccepted) -> Frame:
 
 
 def payment_complete(result: dict[str, Any]) -> Frame:
-    """A stored result (``ResultPushed.result``: seq, transactionId, paymentResponse, late,
-    timestamp) as its desktop receives it, now and on every redelivery."""
-    return {"action": "paymentComplete", **result}
+    """A stored result (``ResultPushed.result``: seq, transactionId, paymentResponse or
+    refundResponse, late, timestamp) as its desktop receives it, now and on every redelivery:
+    ``paymentComplete``, or ``refundComplete`` for a refund."""
+    action = "refundComplete" if "refundResponse" in result else "paymentComplete"
+    return {"action": action, **result}
 
 
 def cancel_payment(transaction_id: str) -> Frame:
@@ -186,17 +245,35 @@ def cancel_requested(outcome: CancelRequested) -> Frame:
 
 
 def transaction_status(txn: Transaction) -> Frame:
-    return {
+    """``transactionStatus`` of a payment or a refund (a refund's result is its
+    ``refundResponse``; a payment adds what has been refunded of it)."""
+    frame: Frame = {
         "action": "transactionStatus",
         "transactionId": txn.transaction_id,
+        "type": txn.type,
         "status": txn.status,
-        "paymentResponse": txn.payment_response if txn.is_final else None,
-        "late": txn.late,
-        "createdAt": iso(txn.created_at),
-        "updatedAt": iso(txn.updated_at),
-        "completedAt": iso(txn.completed_at),
-        "timestamp": now_iso(),
     }
+    if txn.is_refund:
+        assert txn.original is not None
+        frame["originalTransactionId"] = txn.original.transaction_id
+        frame["amount"] = format_amount(txn.amount, txn.currency)
+        frame["currency"] = txn.currency
+        frame["refundResponse"] = txn.payment_response if txn.is_final else None
+        frame["refundedAmount"] = None
+    else:
+        frame["originalTransactionId"] = None
+        frame["paymentResponse"] = txn.payment_response if txn.is_final else None
+        frame["refundedAmount"] = format_amount(txn.refunded_amount, txn.currency)
+    frame.update(
+        {
+            "late": txn.late,
+            "createdAt": iso(txn.created_at),
+            "updatedAt": iso(txn.updated_at),
+            "completedAt": iso(txn.completed_at),
+            "timestamp": now_iso(),
+        }
+    )
+    return frame
 
 
 # --- Display and input requests, sessions ----------------------------------------------------
@@ -313,7 +390,8 @@ def _(event: CancelForwarded) -> Frame:
 # fetches its fragment again through the same scoped selectors as its first render:
 #
 #     {"type": "device",  "deviceId", "deviceType", "status", "active"}
-#     {"type": "payment", "transactionId", "status", "late", "step"}   step: an EventKind value
+#     {"type": "payment", "transactionId", "status", "late", "step", "kind",
+#      "originalTransactionId"}   step: an EventKind value; kind PAYMENT or REFUND
 #     {"type": "payment", "transactionIds": [...], "step": "delivered"}  (one ack, many results)
 #     {"type": "session", "sessionId", "state"}
 #     {"type": "request", "requestId", "kind", "status"}
@@ -342,7 +420,14 @@ _DASHBOARD_EVENTS: dict[type, tuple[str, dict[str, str]]] = {
     ),
     PaymentChanged: (
         "payment",
-        {"transactionId": "transaction_id", "status": "status", "late": "late", "step": "step"},
+        {
+            "transactionId": "transaction_id",
+            "status": "status",
+            "late": "late",
+            "step": "step",
+            "kind": "type",
+            "originalTransactionId": "original_transaction_id",
+        },
     ),
     SessionChanged: ("session", {"sessionId": "session_id", "state": "state"}),
     RequestChanged: (
