@@ -5,6 +5,9 @@
         await pos.pay("TERM-001", transaction_id="TXN-1", amount="12.50", currency="EUR")
         result = await pos.wait_result("TXN-1")      # acknowledged for you
         print(result.status, result.authorization_code)
+        await pos.refund("TERM-001", transaction_id="RFD-1", original_transaction_id="TXN-1",
+                         amount="2.50", reason="damaged item")
+        refunded = await pos.wait_result("RFD-1")    # refundComplete, acknowledged too
 
 A reader task collects every frame; the request methods wait for the frame that answers them
 and leave the others (pushes such as ``terminalStatusUpdate``) for :meth:`next_frame`.
@@ -24,6 +27,14 @@ import websockets
 
 Frame = dict[str, Any]
 
+# A final result, pushed with a seq and acknowledged alike: a payment's and a refund's.
+RESULT_ACTIONS = ("paymentComplete", "refundComplete")
+
+
+def _result_response(frame: Frame) -> Frame:
+    """The terminal's answer in a result frame: ``paymentResponse`` or ``refundResponse``."""
+    return frame.get("paymentResponse") or frame.get("refundResponse") or {}
+
 
 def _given(frame: Frame, **optional: Any) -> Frame:
     """``frame`` and, in their order, the ``optional`` entries that are not None."""
@@ -42,6 +53,8 @@ class GatewayError(Exception):
 
 @dataclass
 class PaymentResult:
+    """A ``paymentComplete`` or a ``refundComplete``; a refund's also names its payment."""
+
     transaction_id: str
     status: str
     authorization_code: str | None
@@ -49,10 +62,15 @@ class PaymentResult:
     late: bool
     seq: int | None
     response: Frame = field(repr=False)
+    original_transaction_id: str | None = None
+
+    @property
+    def is_refund(self) -> bool:
+        return self.original_transaction_id is not None
 
     @classmethod
     def from_frame(cls, frame: Frame) -> PaymentResult:
-        response = frame.get("paymentResponse") or {}
+        response = _result_response(frame)
         return cls(
             transaction_id=response.get("transactionId") or frame.get("transactionId", ""),
             status=response.get("status", ""),
@@ -61,6 +79,7 @@ class PaymentResult:
             late=bool(frame.get("late")),
             seq=frame.get("seq"),
             response=response,
+            original_transaction_id=response.get("originalTransactionId"),
         )
 
 
@@ -217,7 +236,11 @@ class GatewayClient:
     async def _request(self, frame: Frame, expect: str | tuple[str, ...], timeout: float) -> Frame:
         await self.send(frame)
         expected = (expect,) if isinstance(expect, str) else expect
-        tid = frame.get("transactionId") or (frame.get("paymentRequest") or {}).get("transactionId")
+        tid = (
+            frame.get("transactionId")
+            or (frame.get("paymentRequest") or {}).get("transactionId")
+            or (frame.get("refundRequest") or {}).get("transactionId")
+        )
 
         def answers(f: Frame) -> bool:
             if "error" in f:
@@ -274,14 +297,45 @@ class GatewayClient:
             timeout,
         )
 
+    async def refund(
+        self,
+        terminal_id: str,
+        *,
+        transaction_id: str,
+        original_transaction_id: str,
+        amount: str | None = None,
+        currency: str | None = None,
+        reason: str | None = None,
+        timeout: float = 10.0,
+    ) -> Frame:
+        """Refund (part of) a successful payment on a terminal of the store, under a new
+        ``transaction_id``; without ``amount``, all that is left of the payment. Returns
+        ``refundAccepted`` (or, for a finished id, its ``refundComplete``); the result arrives
+        as ``refundComplete``, which :meth:`wait_result` waits for like a payment's."""
+        request = _given(
+            {"transactionId": transaction_id, "originalTransactionId": original_transaction_id},
+            amount=amount,
+            currency=currency,
+            reason=reason,
+        )
+        return await self._request(
+            {"action": "refund", "terminalId": terminal_id, "refundRequest": request},
+            ("refundAccepted", "refundComplete"),
+            timeout,
+        )
+
     async def wait_result(self, transaction_id: str, timeout: float = 180.0) -> PaymentResult:
-        """Wait for the transaction's ``paymentComplete``; acknowledges it unless auto_ack off."""
+        """Wait for the transaction's ``paymentComplete`` (a refund's ``refundComplete``);
+        acknowledges it unless auto_ack off."""
         frame = await self.wait_for(
-            "paymentComplete",
+            None,
             timeout=timeout,
             where=lambda f: (
-                (f.get("paymentResponse") or {}).get("transactionId") == transaction_id
-                or f.get("transactionId") == transaction_id
+                f.get("action") in RESULT_ACTIONS
+                and (
+                    _result_response(f).get("transactionId") == transaction_id
+                    or f.get("transactionId") == transaction_id
+                )
             ),
         )
         if self.auto_ack and isinstance(frame.get("seq"), int):
@@ -291,7 +345,7 @@ class GatewayClient:
     async def cancel(self, transaction_id: str, timeout: float = 10.0) -> Frame:
         return await self._request(
             {"action": "cancelPayment", "transactionId": transaction_id},
-            ("cancelRequested", "paymentComplete"),
+            ("cancelRequested", *RESULT_ACTIONS),
             timeout,
         )
 
@@ -370,6 +424,9 @@ class GatewayClient:
     async def next_payment_request(self, timeout: float = 3600.0) -> Frame:
         return await self.wait_for("paymentRequest", timeout=timeout)
 
+    async def next_refund_request(self, timeout: float = 3600.0) -> Frame:
+        return await self.wait_for("refundRequest", timeout=timeout)
+
     async def answer_display(self, request_id: str, status: str = "SUCCESS") -> None:
         await self.send(
             {
@@ -403,6 +460,27 @@ class GatewayClient:
                     "authorizationCode": authorization_code,
                     "errorMessage": error_message,
                     **extra,
+                },
+            }
+        )
+
+    async def respond_refund(
+        self,
+        transaction_id: str,
+        status: str,
+        *,
+        authorization_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """Report a refund's result (SUCCESS, DECLINED, FAILED or CANCELLED)."""
+        await self.send(
+            {
+                "action": "refundResponse",
+                "refundResponse": {
+                    "transactionId": transaction_id,
+                    "status": status,
+                    "authorizationCode": authorization_code,
+                    "errorMessage": error_message,
                 },
             }
         )

@@ -346,14 +346,10 @@ def _handle(
 def _transaction_id(frame: dict[str, Any] | None) -> str | None:
     if not frame:
         return None
+    bodies = ("paymentRequest", "paymentResponse", "refundRequest", "refundResponse")
     for candidate in (
         frame.get("transactionId"),
-        (frame.get("paymentRequest") or {}).get("transactionId")
-        if isinstance(frame.get("paymentRequest"), dict)
-        else None,
-        (frame.get("paymentResponse") or {}).get("transactionId")
-        if isinstance(frame.get("paymentResponse"), dict)
-        else None,
+        *(frame[key].get("transactionId") for key in bodies if isinstance(frame.get(key), dict)),
     ):
         if isinstance(candidate, str) and 0 < len(candidate) <= 64:
             return candidate

@@ -1,5 +1,6 @@
-"""``manage.py simulate_terminal`` against a real daphne: each behaviour ends the payment as its
-name says, seen by a POS through ``paymentComplete`` and ``getTransactionStatus``.
+"""``manage.py simulate_terminal`` against a real daphne: each behaviour ends the payment (or the
+refund) as its name says, seen by a POS through ``paymentComplete`` (``refundComplete``) and
+``getTransactionStatus``; the refunds with the bundled client as the POS.
 
 The server times payments out after 3 s, so ``timeout`` and ``late`` take seconds, not minutes.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from posgateway.backoffice.management.commands.simulate_terminal import Simulator
+from posgateway.client import GatewayClient, GatewayError
 from tests.e2e.conftest import (
     DeviceClient,
     Gateway,
@@ -48,7 +50,7 @@ for _ in range({count}):
     out.append([group.slug, desktop, terminal])
 print(json.dumps(out))
 """
-STORES_NEEDED = 8  # one per test
+STORES_NEEDED = 11  # one per test
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +262,129 @@ async def test_a_pos_cancel_that_comes_while_approving_is_ignored_once_answered(
     assert "answered CANCELLED" not in sim.log()
     assert "gateway error" not in sim.log()
     assert "SIM-cancel: cancel ignored (already answered)" in sim.log()
+
+
+# --- Refunds, with the bundled client as the POS ------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def pos_client(gw: Gateway, store: Store) -> AsyncIterator[GatewayClient]:
+    async with GatewayClient(gw.server.ws_url, store.desktop, heartbeat_interval=None) as pos:
+        yield pos
+
+
+async def paid_by_simulator(gw: Gateway, store: Store, pos: GatewayClient, tid: str) -> None:
+    """An approving simulator takes one payment of 10.00 USD and stops."""
+    async with simulated_terminal(gw, store.terminal, "approve", count=1) as sim:
+        await sim.wait_for_line("connected as TERM")
+        await pos.pay("TERM", transaction_id=tid, amount="10.00", currency="USD")
+        assert (await pos.wait_result(tid, timeout=20)).status == "SUCCESS"
+        await asyncio.wait_for(sim.task, 10)
+
+
+async def test_refunds_in_parts_until_nothing_is_left(sim_gateway: Gateway):
+    store = new_store(sim_gateway)
+    async with (
+        pos_client(sim_gateway, store) as pos,
+        simulated_terminal(sim_gateway, store.terminal, "approve") as sim,
+    ):
+        await sim.wait_for_line("connected as TERM")
+        await pos.pay("TERM", transaction_id="SIM-paid", amount="10.00", currency="USD")
+        assert (await pos.wait_result("SIM-paid", timeout=20)).status == "SUCCESS"
+
+        accepted = await pos.refund(
+            "TERM",
+            transaction_id="SIM-refund-1",
+            original_transaction_id="SIM-paid",
+            amount="4.00",
+            reason="damaged item",
+        )
+        first = await pos.wait_result("SIM-refund-1", timeout=20)
+        # No amount: what is left of the payment.
+        rest = await pos.refund(
+            "TERM", transaction_id="SIM-refund-2", original_transaction_id="SIM-paid"
+        )
+        second = await pos.wait_result("SIM-refund-2", timeout=20)
+        with pytest.raises(GatewayError) as nothing_left:
+            await pos.refund(
+                "TERM", transaction_id="SIM-refund-3", original_transaction_id="SIM-paid"
+            )
+        payment = await pos.status("SIM-paid")
+        refund = await pos.status("SIM-refund-1")
+        # The first refund again, once finished: its stored result, not a second refund.
+        repeated = await pos.refund(
+            "TERM",
+            transaction_id="SIM-refund-1",
+            original_transaction_id="SIM-paid",
+            amount="4.00",
+            reason="damaged item",
+        )
+
+    assert (accepted["action"], accepted["originalTransactionId"]) == ("refundAccepted", "SIM-paid")
+    assert (accepted["amount"], accepted["currency"], accepted["status"]) == (
+        "4.00",
+        "USD",
+        "IN_PROGRESS",
+    )
+    assert (first.status, first.original_transaction_id) == ("SUCCESS", "SIM-paid")
+    assert first.authorization_code
+    assert first.response["amount"] == "4.00"
+    assert rest["amount"] == "6.00"
+    assert (second.status, second.response["amount"]) == ("SUCCESS", "6.00")
+    assert nothing_left.value.message == "amount exceeds the refundable amount"
+    assert nothing_left.value.frame["refundableAmount"] == "0.00"
+    assert (payment["type"], payment["status"], payment["refundedAmount"]) == (
+        "PAYMENT",
+        "SUCCESS",
+        "10.00",
+    )
+    assert (refund["type"], refund["originalTransactionId"], refund["amount"]) == (
+        "REFUND",
+        "SIM-paid",
+        "4.00",
+    )
+    assert refund["refundResponse"]["status"] == "SUCCESS"
+    assert repeated["action"] == "refundComplete"
+    assert repeated["refundResponse"]["authorizationCode"] == first.authorization_code
+    assert "refundRequest SIM-refund-1: 4.00 USD of payment SIM-paid" in sim.log()
+    assert "refundRequest SIM-refund-2: 6.00 USD of payment SIM-paid" in sim.log()
+    assert f"refund SIM-refund-1: answered SUCCESS ({first.authorization_code})" in sim.log()
+    assert "SIM-refund-3" not in sim.log()
+
+
+async def test_a_declining_simulator_declines_the_refund(sim_gateway: Gateway):
+    store = new_store(sim_gateway)
+    async with pos_client(sim_gateway, store) as pos:
+        await paid_by_simulator(sim_gateway, store, pos, "SIM-paid")
+        async with simulated_terminal(sim_gateway, store.terminal, "decline", count=1) as sim:
+            await sim.wait_for_line("connected as TERM")
+            await pos.refund("TERM", transaction_id="SIM-rd", original_transaction_id="SIM-paid")
+            declined = await pos.wait_result("SIM-rd", timeout=20)
+            await asyncio.wait_for(sim.task, 10)
+        payment = await pos.status("SIM-paid")
+
+    assert (declined.status, declined.error_message) == ("DECLINED", "Refund declined")
+    assert (declined.is_refund, declined.authorization_code) == (True, None)
+    assert payment["refundedAmount"] == "0.00"
+    assert "refund SIM-rd: answered DECLINED" in sim.log()
+    assert (sim.simulator.handled, sim.simulator.refunds_handled) == (1, 1)
+
+
+async def test_a_refund_the_simulator_never_answers_times_out(sim_gateway: Gateway):
+    store = new_store(sim_gateway)
+    async with pos_client(sim_gateway, store) as pos:
+        await paid_by_simulator(sim_gateway, store, pos, "SIM-paid")
+        async with simulated_terminal(sim_gateway, store.terminal, "timeout") as sim:
+            await sim.wait_for_line("connected as TERM")
+            await pos.refund("TERM", transaction_id="SIM-rt", original_transaction_id="SIM-paid")
+            timed_out = await pos.wait_result("SIM-rt", timeout=PAYMENT_TIMEOUT_S + 15)
+            await sim.wait_for_line("refund SIM-rt: cancel")  # the cancel reached the simulator
+        refund = await pos.status("SIM-rt")
+        payment = await pos.status("SIM-paid")
+
+    assert (timed_out.status, timed_out.late, timed_out.is_refund) == ("TIMEOUT", False, True)
+    assert (refund["type"], refund["status"]) == ("REFUND", "TIMEOUT")
+    assert payment["refundedAmount"] == "0.00"
+    assert "refund SIM-rt: not answering" in sim.log()
+    assert "refund SIM-rt: cancel ignored (not answering)" in sim.log()
+    assert "answered" not in sim.log()

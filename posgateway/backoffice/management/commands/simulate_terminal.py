@@ -16,6 +16,7 @@ from posgateway.client import GatewayClient
 BEHAVIOURS = ("approve", "decline", "timeout", "drop", "late", "random")
 # Display and input requests are answered whatever the payment behaviour; session frames logged.
 SESSION_FRAMES = ("displayRequest", "inputRequest", "sessionBegin", "sessionEnd")
+REQUESTS = ("paymentRequest", "refundRequest", "cancelPayment", *SESSION_FRAMES)
 # What the simulated customer enters, per input type (sessions/validation.py's shapes).
 INPUT_VALUES = {
     "confirmation": True,
@@ -29,12 +30,13 @@ INPUT_VALUES = {
 
 class Command(BaseCommand):
     help = (
-        "Connect as a payment terminal and answer payment requests as told: approve, decline, "
-        "timeout (never answer), drop (lose the connection mid-payment, reconnect, then "
-        "approve the resent request), late (answer SUCCESS only after the gateway gave up), "
-        "random. Display requests are answered SUCCESS and input requests with a value of "
+        "Connect as a payment terminal and answer payment and refund requests as told: approve, "
+        "decline, timeout (never answer), drop (lose the connection mid-request, reconnect, "
+        "then approve the resent request), late (answer SUCCESS only after the gateway gave "
+        "up), random. Display requests are answered SUCCESS and input requests with a value of "
         "their type; session frames are logged. "
-        "Reconnects by itself; stops after --count payments or --duration seconds."
+        "Reconnects by itself; stops after --count requests (payments and refunds) or "
+        "--duration seconds."
     )
 
     def add_arguments(self, parser):
@@ -42,7 +44,7 @@ class Command(BaseCommand):
         parser.add_argument("--url", default="ws://127.0.0.1:8000/ws/")
         parser.add_argument("--behaviour", "--behavior", choices=BEHAVIOURS, default="approve")
         parser.add_argument("--delay", type=float, default=0.5, help="seconds to 'process'")
-        parser.add_argument("--count", type=int, default=0, help="stop after N payments")
+        parser.add_argument("--count", type=int, default=0, help="stop after N payments or refunds")
         parser.add_argument("--duration", type=float, default=0, help="stop after S seconds")
         parser.add_argument("--heartbeat", type=float, default=30.0, help="ping interval")
         parser.add_argument("--seed", type=int, help="random seed for --behaviour random")
@@ -63,7 +65,7 @@ class Command(BaseCommand):
         )
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(simulator.run())
-        self.stdout.write(f"done: {simulator.handled} payment request(s) handled")
+        self.stdout.write(f"done: {simulator.summary()} handled")
 
 
 class RecentIds:
@@ -88,14 +90,29 @@ class Simulator:
         self.url, self.key, self.behaviour = url, key, behaviour
         self.delay, self.count, self.duration, self.heartbeat = delay, count, duration, heartbeat
         self.rng, self.write = rng, write
-        self.handled = 0
+        self.handled = 0  # payments and refunds
+        self.refunds_handled = 0
         self.dropped: set[str] = set()
         self.waiting_late: set[str] = set()
-        # Payments it chose not to answer, and payments it already answered: a cancelPayment
-        # for those (the gateway's at timeout, or a POS cancel that came too late) is ignored,
-        # or the payment would end CANCELLED instead of TIMEOUT, or conflict with its result.
+        # Payments and refunds it chose not to answer, and those it already answered: a
+        # cancelPayment for those (the gateway's at timeout, or a POS cancel that came too late)
+        # is ignored, or they would end CANCELLED instead of TIMEOUT, or conflict with a result.
         self.not_answering = RecentIds()
         self.answered = RecentIds()
+        # Which requests are refunds: their answers (a cancel's too) are refundResponse.
+        self.refunds = RecentIds()
+
+    def summary(self) -> str:
+        payments = f"{self.handled - self.refunds_handled} payment request(s)"
+        return (
+            f"{payments} and {self.refunds_handled} refund request(s)"
+            if self.refunds_handled
+            else payments
+        )
+
+    def name(self, tid: str) -> str:
+        """How the log names a transaction: a refund as such."""
+        return f"refund {tid}" if tid in self.refunds else tid
 
     def finished(self, started: float) -> bool:
         if self.count and self.handled >= self.count:
@@ -135,10 +152,7 @@ class Simulator:
                 frame = await client.wait_for(
                     None,
                     timeout=1.0,
-                    where=lambda f: (
-                        f.get("action") in ("paymentRequest", "cancelPayment", *SESSION_FRAMES)
-                        or "error" in f
-                    ),
+                    where=lambda f: f.get("action") in REQUESTS or "error" in f,
                 )
             except TimeoutError:
                 continue
@@ -148,17 +162,25 @@ class Simulator:
             if frame["action"] in SESSION_FRAMES:
                 await self.on_session_frame(client, frame)
                 continue
-            tid = frame.get("transactionId") or frame["paymentRequest"]["transactionId"]
             if frame["action"] == "cancelPayment":
-                await self.on_cancel(client, tid)
+                await self.on_cancel(client, frame["transactionId"])
                 continue
-            request = frame["paymentRequest"]
-            self.write(
-                f"paymentRequest {tid}: {request['amount']} {request['currency']}"
-                + (" (resent)" if frame.get("resent") else "")
-            )
+            resent = " (resent)" if frame.get("resent") else ""
+            request = frame.get("paymentRequest") or frame["refundRequest"]
+            tid = request["transactionId"]
+            if frame["action"] == "refundRequest":
+                self.refunds.add(tid)
+                self.write(
+                    f"refundRequest {tid}: {request['amount']} {request['currency']} of payment "
+                    f"{request['originalTransactionId']}{resent}"
+                )
+            else:
+                self.write(
+                    f"paymentRequest {tid}: {request['amount']} {request['currency']}{resent}"
+                )
             if await self.on_request(client, tid, resent=bool(frame.get("resent"))):
                 self.handled += 1
+                self.refunds_handled += tid in self.refunds
                 if self.finished(started):
                     await asyncio.sleep(0.2)  # let the last answer leave before closing
 
@@ -171,20 +193,22 @@ class Simulator:
             )[0]
         if behaviour == "drop" and tid not in self.dropped:
             self.dropped.add(tid)
-            self.write(f"{tid}: dropping the connection mid-payment")
+            what = "refund" if tid in self.refunds else "payment"
+            self.write(f"{self.name(tid)}: dropping the connection mid-{what}")
             client.abort()
             raise ConnectionError("dropped on purpose")
         await asyncio.sleep(self.delay)
         if behaviour in ("approve", "drop"):
             await self.answer(client, tid, "SUCCESS")
         elif behaviour == "decline":
-            await self.answer(client, tid, "DECLINED", error="Insufficient funds")
+            error = "Refund declined" if tid in self.refunds else "Insufficient funds"
+            await self.answer(client, tid, "DECLINED", error=error)
         elif behaviour == "timeout":
             self.not_answering.add(tid)
-            self.write(f"{tid}: not answering")
+            self.write(f"{self.name(tid)}: not answering")
         elif behaviour == "late":
             self.waiting_late.add(tid)
-            self.write(f"{tid}: answering only after the gateway gives up")
+            self.write(f"{self.name(tid)}: answering only after the gateway gives up")
             return False
         return True
 
@@ -193,25 +217,31 @@ class Simulator:
             self.waiting_late.discard(tid)
             await self.answer(client, tid, "SUCCESS")
             self.handled += 1
+            self.refunds_handled += tid in self.refunds
         elif tid in self.not_answering:
-            self.write(f"{tid}: cancel ignored (not answering)")
+            self.write(f"{self.name(tid)}: cancel ignored (not answering)")
         elif tid in self.answered:
-            self.write(f"{tid}: cancel ignored (already answered)")
+            self.write(f"{self.name(tid)}: cancel ignored (already answered)")
         else:
-            self.write(f"{tid}: cancelled by the POS or the gateway")
+            self.write(f"{self.name(tid)}: cancelled by the POS or the gateway")
             await self.answer(client, tid, "CANCELLED", error="Cancelled")
 
     async def answer(self, client: GatewayClient, tid: str, status: str, error: str = "") -> None:
         code = secrets.token_hex(3).upper() if status == "SUCCESS" else None
-        await client.respond(
-            tid,
-            status,
-            authorization_code=code,
-            error_message=error or None,
-            maskedPan="************1111",
-        )
+        if tid in self.refunds:
+            await client.respond_refund(
+                tid, status, authorization_code=code, error_message=error or None
+            )
+        else:
+            await client.respond(
+                tid,
+                status,
+                authorization_code=code,
+                error_message=error or None,
+                maskedPan="************1111",
+            )
         self.answered.add(tid)
-        self.write(f"{tid}: answered {status}" + (f" ({code})" if code else ""))
+        self.write(f"{self.name(tid)}: answered {status}" + (f" ({code})" if code else ""))
 
     async def on_session_frame(self, client: GatewayClient, frame: dict) -> None:
         """Log a session frame; answer a display request with SUCCESS and an input request
