@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Prefetch, Q, Sum
 from django.db.models.functions import ExtractHour
 
 from payments.exports import money
-from payments.models import Transaction, TransactionStatus
-from payments.selectors import daily_totals, local_midnight, store_zone, terminals_for_user
+from payments.models import Transaction, TransactionStatus, TransactionType
+from payments.selectors import local_midnight, store_zone, terminals_for_user
 from sessions.models import RequestStatus, SessionState, TerminalRequest, TerminalSession
-from terminals.models import Device
-from terminals.selectors import groups_for_user, in_user_stores
+from terminals.models import Device, DeviceStatus
+from terminals.selectors import groups_for_user, in_user_stores, terminal_list
 
 RECENT_SESSIONS = 50
 RECENT_REQUESTS = 25
@@ -84,10 +84,21 @@ class CurrencyTotal:
     cancelled: int = 0
     timeout: int = 0
     late: int = 0
+    refunds: int = 0  # refunds that succeeded
+    refunded: Decimal = Decimal(0)
 
     @property
     def amount_text(self) -> str:
         return money(self.amount, self.currency)
+
+    @property
+    def refunded_text(self) -> str:
+        return money(self.refunded, self.currency)
+
+    @property
+    def net_text(self) -> str:
+        """Succeeded payments minus succeeded refunds."""
+        return money(self.amount - self.refunded, self.currency)
 
     @property
     def other(self) -> int:
@@ -111,11 +122,41 @@ class Glance:
     def succeeded(self) -> int:
         return sum(c.succeeded for c in self.currencies)
 
+    @property
+    def refunds(self) -> int:
+        return sum(c.refunds for c in self.currencies)
+
+
+_PAYMENT = Q(type=TransactionType.PAYMENT)
+_SUCCESS = Q(status=TransactionStatus.SUCCESS)
+_REFUNDED = Q(type=TransactionType.REFUND) & _SUCCESS
+# CurrencyTotal's fields, each an aggregate over today's transactions of a currency (named
+# with a prefix: an annotation may not take a model field's name such as ``amount``).
+_TODAY_FIGURES = {
+    "count": Count("pk", filter=_PAYMENT),
+    "succeeded": Count("pk", filter=_PAYMENT & _SUCCESS),
+    "amount": Sum("amount", filter=_PAYMENT & _SUCCESS),
+    "declined": Count("pk", filter=_PAYMENT & Q(status=TransactionStatus.DECLINED)),
+    "failed": Count("pk", filter=_PAYMENT & Q(status=TransactionStatus.FAILED)),
+    "cancelled": Count("pk", filter=_PAYMENT & Q(status=TransactionStatus.CANCELLED)),
+    "timeout": Count("pk", filter=_PAYMENT & Q(status=TransactionStatus.TIMEOUT)),
+    "late": Count("pk", filter=_PAYMENT & Q(late=True)),
+    "refunds": Count("pk", filter=_REFUNDED),
+    "refunded": Sum("amount", filter=_REFUNDED),
+}
+_SUMS = ("amount", "refunded")
+
 
 def today_at_a_glance(*, user: Any, now: dt.datetime | None = None) -> Glance:
     """Today's payments of the user's stores, each store's today in its own time zone:
-    counts and succeeded totals per currency (the daily report's own numbers) and payments per
-    local hour, succeeded or not. Three queries per time zone among the stores, plus one."""
+    counts and succeeded totals per currency, the refunds that succeeded and the net, and
+    payments per local hour, succeeded or not. Two queries per time zone among the stores,
+    plus one.
+
+    The daily report's rules (contract section 9): a transaction counts on the day it was
+    started, by its real outcome (a late SUCCESS succeeded); the payment figures count payments
+    only, and the net is the succeeded payments minus the succeeded refunds.
+    """
     now = now or dt.datetime.now(dt.UTC)
     by_zone: dict[str, list[int]] = {}
     for pk, name in groups_for_user(user).values_list("pk", "timezone"):
@@ -130,23 +171,22 @@ def today_at_a_glance(*, user: Any, now: dt.datetime | None = None) -> Glance:
         today = local_now.date()
         dates.add(today)
         current_hours.add(local_now.hour)
-        stores = groups_for_user(user).filter(pk__in=store_pks)
-        for row in daily_totals(stores=stores, date_from=today, date_to=today):
+        todays = Transaction.objects.filter(
+            group_id__in=store_pks,
+            created_at__gte=local_midnight(today, zone),
+            created_at__lt=local_midnight(today + dt.timedelta(days=1), zone),
+        )
+        figures = {f"today_{key}": aggregate for key, aggregate in _TODAY_FIGURES.items()}
+        for row in todays.values("currency").annotate(**figures).order_by():
             total = totals.setdefault(row["currency"], CurrencyTotal(row["currency"]))
-            total.count += row["count"]
-            total.succeeded += row["succeededCount"]
-            total.amount += Decimal(row["succeededAmount"])
-            total.declined += row["declinedCount"]
-            total.failed += row["failedCount"]
-            total.cancelled += row["cancelledCount"]
-            total.timeout += row["timeoutCount"]
-            total.late += row["lateCount"]
+            for key in _TODAY_FIGURES:
+                value = row[f"today_{key}"]
+                if key in _SUMS:
+                    # Decimal from any backend's SUM (SQLite's may be a float); None: no rows.
+                    value = Decimal(str(value or 0))
+                setattr(total, key, getattr(total, key) + value)
         per_hour = (
-            Transaction.objects.filter(
-                group_id__in=store_pks,
-                created_at__gte=local_midnight(today, zone),
-                created_at__lt=local_midnight(today + dt.timedelta(days=1), zone),
-            )
+            todays.filter(type=TransactionType.PAYMENT)
             .annotate(hour=ExtractHour("created_at", tzinfo=zone))
             .values("hour")
             .annotate(total=Count("pk"), ok=Count("pk", filter=Q(status=TransactionStatus.SUCCESS)))
@@ -223,11 +263,35 @@ def payment_stores(*, user: Any, transaction_id: str) -> list[str]:
     )
 
 
+def refunds_of(*, payment: Transaction) -> list[Transaction]:
+    """A payment's refunds, oldest first, with who started each (a staff user or a desktop)."""
+    return list(
+        payment.refunds.select_related("group", "terminal", "desktop", "initiated_by").order_by(
+            "created_at", "pk"
+        )
+    )
+
+
+def refund_terminals(*, payment: Transaction, online_only: bool = True) -> list[Device]:
+    """The store's terminals a refund of ``payment`` can run on, by deviceId (the only name a
+    form can give): the online ones (every active one with ``online_only=False``), the
+    payment's own terminal first."""
+    terminals = [
+        t
+        for t in terminal_list(group=payment.group_id)
+        if t.device_id and (not online_only or t.status == DeviceStatus.ONLINE)
+    ]
+    terminals.sort(key=lambda t: t.pk != payment.terminal_id)  # stable: then by deviceId
+    return terminals
+
+
 __all__ = [
     "Glance",
     "TerminalRow",
     "payment_stores",
     "recent_requests",
+    "refund_terminals",
+    "refunds_of",
     "sessions_for_user",
     "terminal_board",
     "terminal_ids_for_user",

@@ -9,6 +9,8 @@ urlpatterns = [
     path("payments/", views.payments_page, name="payments"),
     # A transactionId is 1-64 printable characters and may contain "/" (reverse() quotes the rest).
     path("payments/<path:transaction_id>/", views.payment_page, name="payment"),
+    # Its own prefix: under payments/<path>/ a payment's id could end in "/refund".
+    path("refunds/new/<path:transaction_id>/", views.refund_page, name="refund"),
     path("sessions/", views.sessions_page, name="sessions"),
     path("devices/", views.devices_page, name="devices"),
     path("devices/<int:pk>/rotate/", views.device_rotate, name="device-rotate"),

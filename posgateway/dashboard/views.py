@@ -7,8 +7,11 @@ Every page renders whole on a normal request and only its live region when asked
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import secrets
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -18,16 +21,34 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import IntegrityError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    QueryDict,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from payments.models import EventKind, TransactionStatus
+from payments import services as payments
+from payments.exports import money
+from payments.models import EventKind, EventSource, Transaction, TransactionStatus, TransactionType
 from payments.selectors import transaction_get, transaction_list
+from payments.validation import MAX_REASON, parse_amount
 from posgateway.core.events import Outbox
-from posgateway.core.protocol import BadRequest, NotFound
+from posgateway.core.protocol import (
+    REFUND_EXCEEDS_REFUNDABLE,
+    TERMINAL_BUSY,
+    TERMINAL_NOT_FOUND,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    ProtocolError,
+)
 from posgateway.dashboard import charts
 from posgateway.dashboard import selectors as board
 from posgateway.gateway.delivery import deliver_sync
@@ -109,7 +130,7 @@ def payments_page(request: HttpRequest) -> HttpResponse:
         params, queryset=transaction_list(user=request.user), request=request
     )
     if filterset.is_valid():
-        queryset = filterset.qs.order_by("-created_at", "-pk")
+        queryset = filterset.qs.select_related("original").order_by("-created_at", "-pk")
         errors: dict[str, Any] = {}
     else:
         queryset = transaction_list(user=request.user).none()
@@ -137,11 +158,12 @@ def payments_page(request: HttpRequest) -> HttpResponse:
         "show_store": len(stores) > 1,
         "terminal_ids": board.terminal_ids_for_user(user=request.user),
         "statuses": TransactionStatus.values,
+        "types": TransactionType.values,
     }
     return page(request, "dashboard/payments.html", "dashboard/_payments.html", context)
 
 
-FILTER_KEYS = ("store", "terminal", "status", "date_from", "date_to", "search")
+FILTER_KEYS = ("store", "type", "terminal", "status", "date_from", "date_to", "search")
 
 EVENT_TEXT = {
     EventKind.REQUESTED: "Requested by the desktop",
@@ -155,6 +177,8 @@ EVENT_TEXT = {
     EventKind.TIMEOUT: "Timed out: no result from the terminal in time",
     EventKind.FAILED: "Failed: the terminal could not be reached",
     EventKind.DELIVERED: "Delivered to the desktop (acknowledged)",
+    EventKind.REFUNDED: "One of its refunds succeeded",
+    EventKind.OVER_REFUNDED: "Its succeeded refunds now add up to more than the payment",
 }
 
 
@@ -174,19 +198,237 @@ def payment_page(request: HttpRequest, transaction_id: str) -> HttpResponse:
             "dashboard/payment_choose.html",
             {"nav": "payments", "transaction_id": transaction_id, "stores": stores},
         )
-    timeline = [
-        {"event": event, "text": EVENT_TEXT.get(event.kind, event.kind)}
-        for event in txn.events.all()
-    ]
+    timeline = [{"event": event, "text": _event_text(txn, event)} for event in txn.events.all()]
     context = {
         "nav": "payments",
+        # A payment's page follows its refunds too: their events name it originalTransactionId.
         "live_events": "payment",
         "live_transaction": txn.transaction_id,
         "txn": txn,
         "timeline": timeline,
         "store_query": f"?store={txn.group.slug}",
     }
+    if not txn.is_refund:
+        context.update(_refunds_context(request, txn))
     return page(request, "dashboard/payment.html", "dashboard/_payment.html", context)
+
+
+def _event_text(txn: Transaction, event: Any) -> str:
+    """What a step of the timeline was; a refund started by staff has no desktop."""
+    if txn.is_refund and txn.desktop_id is None:
+        if event.kind == EventKind.REQUESTED:
+            user = event.detail.get("user")
+            return f"Requested on the {event.source}" + (f" by {user}" if user else "")
+        if event.kind == EventKind.FORWARDED:
+            return "Forwarded to the terminal"
+    return EVENT_TEXT.get(event.kind, event.kind)
+
+
+def _refunds_context(request: HttpRequest, txn: Transaction) -> dict[str, Any]:
+    """A payment's refunds, what they add up to and what is left to refund."""
+    refunds = board.refunds_of(payment=txn)
+    succeeded = txn.status == TransactionStatus.SUCCESS
+    refundable = payments.refundable_amount(txn) if succeeded else Decimal(0)
+    in_flight = txn.amount - txn.refunded_amount - refundable if succeeded else Decimal(0)
+    return {
+        "refunds": refunds,
+        "refunded_text": money(txn.refunded_amount, txn.currency),
+        "refundable_text": money(max(refundable, Decimal(0)), txn.currency),
+        "in_flight_text": money(in_flight, txn.currency) if in_flight > 0 else "",
+        # A viewer is offered no button (and a POST of theirs is refused anyway).
+        "can_refund": refundable > 0 and _may_manage(request.user, txn.group_id),
+    }
+
+
+# --- Refunds ---------------------------------------------------------------------------------
+
+
+def _may_manage(user: Any, group_id: int) -> bool:
+    """Whether the user may start refunds in the store."""
+    # TODO roles: terminals.selectors.is_manager(user, group_id) (contract section 8) once the
+    # staff roles are merged; until then every staff member of the store manages it.
+    if not (user.is_authenticated and user.is_active):
+        return False
+    if user.is_superuser:
+        return True
+    return bool(user.is_staff) and groups_for_user(user).filter(pk=group_id).exists()
+
+
+def _require_manager(request: HttpRequest, group_id: int) -> None:
+    """Refunds need a manager of the store (contract section 8): raises Forbidden, which the
+    refund view answers with 403 ``{"error": "Forbidden", "message": …}``."""
+    # TODO roles: the roles' own require_manager(request, group_id, what) replaces this.
+    if not _may_manage(request.user, group_id):
+        raise Forbidden("Only a manager of the store can refund its payments.")
+
+
+def new_refund_id() -> str:
+    """A fresh refund transactionId: ``RF-20240601-`` and 12 random hex digits (printable
+    ASCII, far below 64 characters, sortable by day)."""
+    return f"RF-{dt.datetime.now(dt.UTC):%Y%m%d}-{secrets.token_hex(6).upper()}"
+
+
+class RefundForm(forms.Form):
+    amount = forms.CharField(max_length=32)
+    reason = forms.CharField(
+        max_length=MAX_REASON,
+        required=False,
+        help_text="Optional: why the money goes back (kept with the refund)",
+    )
+    terminal = forms.ChoiceField(help_text="Where the customer presents the card")
+    # Only the confirmation carries the refund's transactionId: submitting the same
+    # confirmation again repeats the same refund instead of starting another.
+    refund_id = forms.CharField(max_length=64, required=False, widget=forms.HiddenInput)
+
+    def __init__(
+        self, *args: Any, payment: Transaction, terminals: list[Any], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.payment = payment
+        self.terminals = {t.device_id: t for t in terminals}
+        self.fields["amount"].label = f"Amount ({payment.currency})"
+        self.fields["terminal"].choices = [
+            (t.device_id, f"{t.device_id} · {t.label}" if t.label else t.device_id)
+            for t in terminals
+        ]
+
+    def clean_amount(self) -> str:
+        try:
+            return parse_amount(
+                self.cleaned_data["amount"].strip(), self.payment.currency, path="The amount"
+            )
+        except BadRequest as exc:
+            raise ValidationError(exc.message) from None
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason.isprintable():
+            raise ValidationError("Write the reason on one line.")
+        return reason
+
+
+# Which field a refusal of the service is about (the rest are about the refund as a whole).
+_ERROR_FIELDS = {
+    REFUND_EXCEEDS_REFUNDABLE: "amount",
+    TERMINAL_NOT_FOUND: "terminal",
+    TERMINAL_BUSY: "terminal",
+}
+
+
+def _refusal(form: RefundForm, exc: ProtocolError) -> None:
+    """The service's refusal on the form, in the contract's words."""
+    message = exc.message
+    if "refundableAmount" in exc.extra:
+        refundable = exc.extra["refundableAmount"]
+        message += f" (refundable now: {refundable} {form.payment.currency})"
+    field = _ERROR_FIELDS.get(exc.message)
+    for name in ("amount", "reason"):
+        if exc.message.startswith(f"refundRequest.{name}"):
+            field = name
+    form.add_error(field, message)
+
+
+def _refund_payment(request: HttpRequest, transaction_id: str) -> Transaction:
+    """The payment of the user's stores to refund (404 for anything else, as on its page)."""
+    try:
+        txn = transaction_get(
+            user=request.user, transaction_id=transaction_id, store=request.GET.get("store")
+        )
+    except (NotFound, BadRequest):
+        raise Http404("No such payment in your stores") from None
+    if txn.is_refund:
+        raise Http404("A refund is not refunded")
+    return txn
+
+
+def _deliver(outbox: Outbox) -> None:
+    """Send what the refund published; a forward the layer refused fails the refund at once
+    (as a consumer does), instead of leaving it to the timeout."""
+    failures = deliver_sync(outbox)
+    if failures:
+        retry = Outbox()
+        for on_fail in failures:
+            on_fail(retry)
+        deliver_sync(retry)
+
+
+@require_http_methods(["GET", "POST"])
+@staff_only
+def refund_page(request: HttpRequest, transaction_id: str) -> HttpResponse:
+    """Refund (part of) a payment on a terminal of its store: the form, a confirmation that
+    repeats amount and currency, then the refund's own page, which follows it live."""
+    payment = _refund_payment(request, transaction_id)
+    try:
+        _require_manager(request, payment.group_id)
+    except Forbidden as exc:
+        return JsonResponse(exc.to_frame(), status=exc.status)
+    store_query = f"?store={payment.group.slug}"
+    succeeded = payment.status == TransactionStatus.SUCCESS
+    refundable = payments.refundable_amount(payment) if succeeded else Decimal(0)
+    context: dict[str, Any] = {
+        "nav": "payments",
+        "payment": payment,
+        "store_query": store_query,
+        "refundable_text": money(max(refundable, Decimal(0)), payment.currency),
+        "refundable": refundable > 0,
+    }
+    if request.method == "GET":
+        terminals = board.refund_terminals(payment=payment)
+        initial = {"amount": context["refundable_text"]}
+        if terminals:
+            initial["terminal"] = terminals[0].device_id
+        form = RefundForm(payment=payment, terminals=terminals, initial=initial)
+        return render(request, "dashboard/refund.html", {**context, "form": form})
+    # Any active terminal is accepted here: one that went offline meanwhile is the service's
+    # refusal ("Terminal connection not found"), in the contract's words.
+    terminals = board.refund_terminals(payment=payment, online_only=False)
+    form = RefundForm(request.POST, payment=payment, terminals=terminals)
+    confirmed = "confirm" in request.POST
+    if not form.is_valid() or "edit" in request.POST:
+        return render(request, "dashboard/refund.html", {**context, "form": form})
+    data = form.cleaned_data
+    if not confirmed:
+        # Checked again, under the payment's lock, when the refund starts.
+        if Decimal(data["amount"]) > refundable:
+            _refusal(
+                form,
+                BadRequest(REFUND_EXCEEDS_REFUNDABLE, refundableAmount=context["refundable_text"]),
+            )
+            return render(request, "dashboard/refund.html", {**context, "form": form})
+        # A new id for every confirmation: one that was already used (a refund confirmed,
+        # then changed) would be refused as reused.
+        confirm = {
+            **data,
+            "refund_id": new_refund_id(),
+            "terminal_device": form.terminals[data["terminal"]],
+        }
+        return render(request, "dashboard/refund_confirm.html", {**context, "confirm": confirm})
+    if not data["refund_id"]:
+        return HttpResponseBadRequest("The confirmation carries the refund's transactionId.")
+    outbox = Outbox()
+    try:
+        outcome = payments.refund_start(
+            group_id=payment.group_id,
+            terminal_id=data["terminal"],
+            device_id_only=True,
+            refund_request={
+                "transactionId": data["refund_id"],
+                "originalTransactionId": payment.transaction_id,
+                "amount": data["amount"],
+                "currency": payment.currency,
+                "reason": data["reason"],
+            },
+            user=request.user,
+            source=EventSource.DASHBOARD,
+            outbox=outbox,
+        )
+    except ProtocolError as exc:
+        _refusal(form, exc)  # nothing was stored
+        return render(request, "dashboard/refund.html", {**context, "form": form})
+    _deliver(outbox)
+    # A repeat of the same confirmation answers the same refund, in flight or finished.
+    refund_id = outcome.txn.transaction_id if outcome.txn is not None else data["refund_id"]
+    return redirect(reverse("dashboard:payment", args=[refund_id]) + store_query)
 
 
 # --- Sessions --------------------------------------------------------------------------------

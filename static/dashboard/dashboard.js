@@ -3,7 +3,7 @@
  * The socket only says that something changed (a device, payment, session or request of one
  * of the user's stores). The page then fetches its own live region again (the same URL with the
  * X-Fragment header), so it shows exactly what a reload would: same filters, same page, same
- * store scope. On every (re)connect the region is fetched once too, so nothing is missed while
+ * store scope. A payment's page also refetches on its refunds' events. On every (re)connect the region is fetched once too, so nothing is missed while
  * the socket was down. Some changes publish no event (a terminal's pings move its last activity;
  * midnight starts a new "today"): while live, the region is also fetched when nothing refreshed
  * it for refreshEveryMs (30 s), and whenever the tab becomes visible again. The indicator in the
@@ -134,11 +134,14 @@
     if (document.visibilityState === "visible" && state.status === "live") scheduleRefresh(0);
   });
 
+  // A transaction's page follows it, and a payment's page its refunds too (their events name
+  // the payment as originalTransactionId).
   function relevant(event) {
     if (!wanted.has(event.type)) return false;
     if (!onlyTransaction) return true;
     return (
       event.transactionId === onlyTransaction ||
+      event.originalTransactionId === onlyTransaction ||
       (event.transactionIds || []).includes(onlyTransaction)
     );
   }

@@ -71,6 +71,7 @@ STORES = {
     "shop-theirs": ("theo", [("TERM-THEIRS", "Theirs")]),
     "shop-recover": ("rita", [("TERM-1", "Till 1")]),
     "shop-stale": ("sami", [("TERM-1", "Till 1")]),
+    "shop-refund": ("rosa", [("TERM-1", "Till 1")]),
     "downtown": (
         "maria",
         [("TERM-1", "Counter 1"), ("TERM-2", "Counter 2"), ("TERM-3", "Terrace")],
@@ -328,6 +329,67 @@ async def test_a_member_of_another_store_sees_none_of_it(site, browser):
     assert response.status == 404
     response = await other.goto(site.url + f"/dashboard/payments/SECRET-1/?store={mine.slug}")
     assert response.status == 404
+
+
+async def test_a_manager_refunds_part_of_a_sale_and_sees_the_result_land_live(site, browser):
+    store = site.stores["shop-refund"]
+    ws = site.server.ws_url
+    async with devices((ws, store.desktop_key), (ws, store.terminal_keys["TERM-1"])) as (
+        desk,
+        term,
+    ):
+        await pay(desk, term, "TERM-1", "SALE-1", amount="20.00")
+        await answer(term, "SALE-1")
+        complete = await desk.recv_action("paymentComplete", transactionId="SALE-1")
+        await desk.send({"action": "ack", "seq": complete["seq"]})
+
+        sale_url = f"{site.url}/dashboard/payments/SALE-1/?store={store.slug}"
+        watcher = await logged_in(browser, site, store.username)  # the sale, in another tab
+        await watcher.goto(sale_url)
+        await live(watcher)
+        await watcher.evaluate("window.__samePage = true")
+        page = await watcher.context.new_page()
+        await page.goto(sale_url)
+        assert await page.locator("[data-refundable]").inner_text() == "20.00 EUR"
+
+        await page.click("#refund-button")
+        assert await page.input_value("#id_amount") == "20.00"  # the remainder by default
+        await page.fill("#id_amount", "7.5")
+        await page.fill("#id_reason", "one glass broken")
+        await page.click("button[name=review]")
+        question = await page.locator("#confirm-question").inner_text()
+        assert question == "Refund 7.50 EUR to the customer's card on TERM-1 (Till 1)?"
+        await page.click("button[name=confirm]")
+
+        await page.wait_for_url(re.compile(r".*/dashboard/payments/RF-[^/]+/\?store=shop-refund$"))
+        await live(page)
+        await page.evaluate("window.__samePage = true")
+        assert await page.locator(".big-status .status").inner_text() == "IN_PROGRESS"
+        forwarded = await term.recv_action("refundRequest")
+        refund = forwarded["refundRequest"]
+        assert (refund["originalTransactionId"], refund["amount"]) == ("SALE-1", "7.50")
+        assert refund["reason"] == "one glass broken"
+        # The sale's page lists the refund in flight, without a reload.
+        in_flight = row(watcher, "transaction-id", refund["transactionId"], "IN_PROGRESS")
+        await in_flight.wait_for(timeout=WAIT_MS)
+
+        await term.send(
+            {
+                "action": "refundResponse",
+                "refundResponse": {
+                    "transactionId": refund["transactionId"],
+                    "status": "SUCCESS",
+                    "authorizationCode": "R1",
+                },
+            }
+        )
+        await page.locator('.big-status [data-status="SUCCESS"]').wait_for(timeout=WAIT_MS)
+        assert await page.evaluate("window.__samePage") is True
+        done = row(watcher, "transaction-id", refund["transactionId"], "SUCCESS")
+        await done.wait_for(timeout=WAIT_MS)
+        assert await watcher.locator("[data-refunded]").inner_text() == "7.50 EUR"
+        assert await watcher.locator("[data-refundable]").inner_text() == "12.50 EUR"
+        assert await watcher.evaluate("window.__samePage") is True
 
 
 # A terminal's pings move its last activity without publishing anything (the hot path stays

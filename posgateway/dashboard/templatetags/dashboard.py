@@ -111,6 +111,12 @@ def amount(txn: Any) -> str:
     return money(txn.amount, txn.currency)
 
 
+@register.filter(name="money")
+def money_in(value: Any, currency: str) -> str:
+    """An amount with the currency's minor units: ``{{ x.refunded_amount|money:x.currency }}``."""
+    return money(value, currency)
+
+
 @register.filter
 def ms_as_seconds(value: Any) -> str:
     try:
