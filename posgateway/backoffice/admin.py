@@ -19,7 +19,7 @@ from posgateway.core.events import Outbox
 from posgateway.gateway.delivery import deliver_sync
 from sessions.models import TerminalRequest, TerminalSession
 from terminals import services
-from terminals.models import Connection, Device, Group
+from terminals.models import Connection, Device, Group, Membership
 
 KEY_TEMPLATE = "admin/terminals/device/new_keys.html"
 
@@ -44,11 +44,20 @@ class RecordAdmin(admin.ModelAdmin):
         return False
 
 
+class MembershipInline(admin.TabularInline):
+    """A store's staff and their role there (manager or viewer): superusers only."""
+
+    model = Membership
+    extra = 0
+    fields = ["user", "role"]
+    autocomplete_fields = ["user"]
+
+
 @admin.register(Group)
 class GroupAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "timezone", "created_at"]
     search_fields = ["slug", "name"]
-    filter_horizontal = ["members"]
+    inlines = [MembershipInline]
 
 
 class ConnectionInline(ReadOnlyInline):
