@@ -18,7 +18,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import IntegrityError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    QueryDict,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
@@ -27,14 +34,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from payments.models import EventKind, TransactionStatus
 from payments.selectors import transaction_get, transaction_list
 from posgateway.core.events import Outbox
-from posgateway.core.protocol import BadRequest, NotFound
+from posgateway.core.protocol import BadRequest, Forbidden, NotFound
 from posgateway.dashboard import charts
 from posgateway.dashboard import selectors as board
 from posgateway.gateway.delivery import deliver_sync
 from posgateway.rest.filters import TransactionFilter
 from terminals import services as terminals
 from terminals.models import DeviceType
-from terminals.selectors import devices_for_user, groups_for_user
+from terminals.selectors import devices_for_user, groups_for_user, is_manager, managed_groups
 
 PAGE_SIZE = 25
 FRAGMENT_HEADER = "X-Fragment"
@@ -43,7 +50,9 @@ View = Callable[..., HttpResponse]
 
 
 def staff_only(view: View) -> View:
-    """Logged in (else to the login page and back), and staff: store managers or superusers."""
+    """Logged in (else to the login page and back), and staff: store staff (managers and
+    viewers) or superusers. A :class:`Forbidden` the view raises (:func:`require_manager`)
+    answers 403 ``{"error": "Forbidden", "message": …}`` as JSON."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -54,12 +63,28 @@ def staff_only(view: View) -> View:
         values = [*kwargs.values(), *(v for _, vs in request.GET.lists() for v in vs)]
         if any("\x00" in str(value) for value in values):
             return HttpResponseBadRequest("Null characters are not allowed.")
-        response = view(request, *args, **kwargs)
+        try:
+            response = view(request, *args, **kwargs)
+        except Forbidden as exc:
+            response = JsonResponse(exc.to_frame(), status=exc.status)
         add_never_cache_headers(response)
         patch_vary_headers(response, [FRAGMENT_HEADER])
         return response
 
     return login_required(wrapper)
+
+
+def require_manager(request: HttpRequest, group_id: int, what: str = "do this") -> None:
+    """Contract section 8: changes need a manager of the store (or a superuser). Raises
+    :class:`~posgateway.core.protocol.Forbidden`, which a :func:`staff_only` view answers with
+    403 ``{"error": "Forbidden", "message": "Only a manager of the store can <what>."}``.
+
+    Call it before changing anything, with the store of what is changed (a device's
+    ``group_id``, a payment's ``group_id``) once the object was found among the user's stores:
+    another store's object stays a 404, as a missing one.
+    """
+    if not is_manager(request.user, group_id):
+        raise Forbidden(f"Only a manager of the store can {what}.")
 
 
 def page(
@@ -252,14 +277,22 @@ def _form_errors(form: RegisterForm, exc: Exception) -> None:
             form.add_error(field if field in form.fields else None, error)
 
 
+DEVICE_CHANGES = "register, re-key or deactivate its devices"
+
+
 def _devices_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     stores = list(groups_for_user(request.user).values_list("slug", flat=True))
+    managed = dict(managed_groups(request.user).values_list("pk", "slug"))
     return {
         "nav": "devices",
         "live_events": "device",
         "devices": list(devices_for_user(user=request.user)),
         "show_store": len(stores) > 1,
-        "form": extra.pop("form", None) or RegisterForm(stores=stores),
+        # A viewer is offered no form and no buttons (the server refuses them anyway).
+        "managed_store_pks": set(managed),
+        "form": (extra.pop("form", None) or RegisterForm(stores=list(managed.values())))
+        if managed
+        else None,
         **extra,
     }
 
@@ -274,7 +307,14 @@ def _with_new_key(request: HttpRequest, device: Any, key: str, what: str) -> Htt
 @staff_only
 def devices_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        stores = groups_for_user(request.user)
+        # A store the user reads but does not manage is refused outright; one they cannot read
+        # is just not among the form's choices ("Select a valid choice"), as a missing one.
+        named = groups_for_user(request.user).filter(slug=request.POST.get("store", "")).first()
+        if named is not None:
+            require_manager(request, named.pk, DEVICE_CHANGES)
+        stores = managed_groups(request.user)
+        if not stores.exists():
+            raise Forbidden(f"Only a manager of the store can {DEVICE_CHANGES}.")
         form = RegisterForm(request.POST, stores=list(stores.values_list("slug", flat=True)))
         if form.is_valid():
             group = stores.get(slug=form.cleaned_data["store"])
@@ -299,9 +339,12 @@ def devices_page(request: HttpRequest) -> HttpResponse:
 
 
 def _own_device(request: HttpRequest, pk: int) -> Any:
+    """A device of the user's stores that the user may change: 404 if it is not among their
+    stores (as a missing one), 403 if they only view its store."""
     device = devices_for_user(user=request.user).filter(pk=pk).first()
     if device is None:
         raise Http404("No such device in your stores")
+    require_manager(request, device.group_id, DEVICE_CHANGES)
     return device
 
 
