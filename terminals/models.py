@@ -26,7 +26,9 @@ class Group(models.Model):
     timezone = models.CharField(
         max_length=64, default="UTC", help_text="IANA time zone of the store's business day"
     )
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="stores", blank=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="stores", blank=True, through="Membership"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -51,6 +53,36 @@ class Group(models.Model):
             return zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
             return zoneinfo.ZoneInfo("UTC")
+
+
+class Role(models.TextChoices):
+    """What a staff user may do in a store (contract section 8)."""
+
+    MANAGER = "manager", "Manager (everything: devices, refunds, webhooks)"
+    VIEWER = "viewer", "Viewer (reads pages, REST reads and exports; changes nothing)"
+
+
+class Membership(models.Model):
+    """A staff user's membership of a store, with their role there.
+
+    The table is the one the plain ``Group.members`` many-to-many had (migration 0003 kept its
+    rows, every one a manager).
+    """
+
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MANAGER)
+
+    class Meta:
+        db_table = "terminals_group_members"
+        constraints = [
+            models.UniqueConstraint(fields=["group", "user"], name="membership_unique_group_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.group} ({self.role})"
 
 
 class DeviceType(models.TextChoices):

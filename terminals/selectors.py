@@ -16,7 +16,7 @@ from posgateway.core.protocol import (
     ProtocolError,
 )
 from posgateway.core.sql import execute, loaded
-from terminals.models import Connection, Device, DeviceType, Group, hash_key
+from terminals.models import Connection, Device, DeviceType, Group, Membership, Role, hash_key
 
 
 def device_for_key(*, key: str) -> Device | None:
@@ -188,15 +188,56 @@ def names_terminal(*, terminal: Device, terminal_id: str, as_named: str = "") ->
 # --- Store scope of staff users (REST API, dashboard) ----------------------------------------
 
 
+def _is_staff(user: Any) -> bool:
+    """An active, logged-in staff user or superuser: the only users with any store."""
+    return (
+        user is not None
+        and user.is_authenticated
+        and user.is_active
+        and (user.is_staff or user.is_superuser)
+    )
+
+
 def groups_for_user(user: Any) -> QuerySet[Group]:
-    """The stores a user may see: every store for a superuser, their own for staff, else none."""
-    if user is None or not user.is_authenticated or not user.is_active:
+    """The stores a user may read, in either role: every store for a superuser, their own for
+    staff, else none."""
+    if not _is_staff(user):
         return Group.objects.none()
     if user.is_superuser:
         return Group.objects.all()
-    if user.is_staff:
-        return Group.objects.filter(members=user)
-    return Group.objects.none()
+    return Group.objects.filter(memberships__user=user)
+
+
+def managed_groups(user: Any) -> QuerySet[Group]:
+    """The stores where the user is a manager (contract section 8: devices, refunds, webhooks):
+    every store for an active superuser; none for anonymous, inactive or non-staff users."""
+    if not _is_staff(user):
+        return Group.objects.none()
+    if user.is_superuser:
+        return Group.objects.all()
+    return Group.objects.filter(memberships__user=user, memberships__role=Role.MANAGER)
+
+
+def role_of(user: Any, group_id: int) -> str | None:
+    """The user's role in the store (``"manager"`` or ``"viewer"``), ``"manager"`` for an
+    active superuser, None where the user has no role (not a member, not staff, inactive).
+
+    For a store that does not exist: None for everyone but a superuser."""
+    if not _is_staff(user):
+        return None
+    if user.is_superuser:
+        return Role.MANAGER.value if Group.objects.filter(pk=group_id).exists() else None
+    role = (
+        Membership.objects.filter(user=user, group_id=group_id)
+        .values_list("role", flat=True)
+        .first()
+    )
+    return None if role is None else str(role)
+
+
+def is_manager(user: Any, group_id: int) -> bool:
+    """Whether the user may change things in the store: manager of it, or a superuser."""
+    return role_of(user, group_id) == Role.MANAGER
 
 
 def in_user_stores(queryset: QuerySet, *, user: Any, field: str = "group") -> QuerySet:

@@ -34,6 +34,8 @@ from terminals.models import (
     DeviceStatus,
     DeviceType,
     Group,
+    Membership,
+    Role,
     generate_key,
     hash_key,
 )
@@ -145,13 +147,21 @@ def _close_live_connections(device: Device, outbox: Outbox, *, code: int) -> Non
 
 
 def staff_create_or_update(
-    *, username: str, group_slugs: Iterable[str], password: str | None = None
+    *,
+    username: str,
+    group_slugs: Iterable[str],
+    password: str | None = None,
+    role: str = Role.MANAGER,
 ) -> tuple[object, str]:
-    """Create or update a staff user, a member of exactly these stores; returns a new API token.
+    """Create or update a staff user, a member of exactly these stores with this role in each
+    (``manager`` or ``viewer``, contract section 8); returns a new API token.
 
-    Tokens are stored as digests (terminals/tokens.py), so the one printed is always a new one:
-    it replaces the user's previous token, which stops working.
+    Memberships of other stores are removed; those of these stores get ``role``. Tokens are
+    stored as digests (terminals/tokens.py), so the one printed is always a new one: it
+    replaces the user's previous token, which stops working.
     """
+    if role not in Role.values:
+        raise ValueError(f"role must be one of {', '.join(Role.values)}")
     user_model = get_user_model()
     with transaction.atomic():
         user, created = user_model.objects.get_or_create(username=username)
@@ -162,9 +172,12 @@ def staff_create_or_update(
             user.set_unusable_password()
         user.save()
         groups = [group_get_or_create(slug=slug) for slug in group_slugs]
-        user.stores.set(groups)
+        Membership.objects.filter(user=user).exclude(group__in=groups).delete()
+        for group in groups:
+            Membership.objects.update_or_create(user=user, group=group, defaults={"role": role})
         Token.objects.filter(user=user).delete()
         token = Token.objects.create(user=user)
+    logger.info("staff user %s: %s of %s", username, role, ", ".join(g.slug for g in groups))
     return user, token.key
 
 

@@ -4,6 +4,12 @@ Devices are added, re-keyed and deactivated through the same services as the das
 same rules apply and the dashboards hear of it), with their socket messages sent after commit.
 A new key is shown once, in the page answering the POST itself: never through ``messages``
 (whose default storage is a cookie) nor a session, and the page is never cached.
+
+Superusers see and change everything. Anyone else given model permissions here works within
+their stores and roles (contract section 8): they see the rows of the stores they belong to,
+and change, add, delete or run actions only in the stores they manage; a viewer's store is
+read-only. Memberships (who is a manager or a viewer of a store) are edited by superusers, under
+the store.
 """
 
 from django.contrib import admin, messages
@@ -19,7 +25,8 @@ from posgateway.core.events import Outbox
 from posgateway.gateway.delivery import deliver_sync
 from sessions.models import TerminalRequest, TerminalSession
 from terminals import services
-from terminals.models import Connection, Device, Group
+from terminals.models import Connection, Device, Group, Membership
+from terminals.selectors import in_user_stores, is_manager, managed_groups
 
 KEY_TEMPLATE = "admin/terminals/device/new_keys.html"
 
@@ -27,6 +34,57 @@ KEY_TEMPLATE = "admin/terminals/device/new_keys.html"
 def _flush_after_commit(outbox: Outbox) -> None:
     """Send the outbox once the admin's transaction (if any) commits: now, outside one."""
     transaction.on_commit(lambda: deliver_sync(outbox))
+
+
+def _store_pk(obj, path: str) -> int:
+    """The pk of the store ``obj`` belongs to, along ``path`` (``"group"``,
+    ``"device__group"``; ``"pk"``: obj is the store)."""
+    *hops, last = path.split("__")
+    for hop in hops:
+        obj = getattr(obj, hop)
+    return obj.pk if last == "pk" else getattr(obj, f"{last}_id")
+
+
+class StoreScopedAdmin(admin.ModelAdmin):
+    """Rows of a store (``store_field`` is the path to it). A superuser sees and changes all of
+    them; anyone else (with the model permission as well) sees the rows of their stores and
+    changes, adds or deletes only in those they manage."""
+
+    store_field = "group"
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        return in_user_stores(queryset, user=request.user, field=self.store_field)
+
+    def _manages(self, request, obj=None) -> bool:
+        if request.user.is_superuser:
+            return True
+        if obj is None:  # the list and the actions: a manager of some store
+            return managed_groups(request.user).exists()
+        return is_manager(request.user, _store_pk(obj, self.store_field))
+
+    def has_add_permission(self, request):
+        return super().has_add_permission(request) and self._manages(request)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._manages(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self._manages(request, obj)
+
+    def managed_only(self, request, queryset, what: str):
+        """The selected rows the user may change; a message names how many were left alone."""
+        if request.user.is_superuser:
+            return queryset
+        managed = queryset.filter(**{f"{self.store_field}__in": managed_groups(request.user)})
+        left = queryset.count() - managed.count()
+        if left:
+            messages.error(
+                request,
+                f"{left} selected row{'s' if left != 1 else ''} left alone: only a manager of "
+                f"the store can {what}.",
+            )
+        return managed
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -37,18 +95,34 @@ class ReadOnlyInline(admin.TabularInline):
     max_num = 0
 
 
-class RecordAdmin(admin.ModelAdmin):
+class RecordAdmin(StoreScopedAdmin):
     """What the gateway records (connections, payments, messages, sessions): never added here."""
 
     def has_add_permission(self, request):
         return False
 
 
+class MembershipInline(admin.TabularInline):
+    """A store's staff and their role there (manager or viewer): superusers only."""
+
+    model = Membership
+    extra = 0
+    fields = ["user", "role"]
+    autocomplete_fields = ["user"]
+
+
 @admin.register(Group)
-class GroupAdmin(admin.ModelAdmin):
+class GroupAdmin(StoreScopedAdmin):
     list_display = ["slug", "name", "timezone", "created_at"]
     search_fields = ["slug", "name"]
-    filter_horizontal = ["members"]
+    store_field = "pk"
+
+    def get_inlines(self, request, obj):
+        # Who manages or views a store is for superusers to say.
+        return [MembershipInline] if request.user.is_superuser else []
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser and super().has_add_permission(request)
 
 
 class ConnectionInline(ReadOnlyInline):
@@ -59,7 +133,7 @@ class ConnectionInline(ReadOnlyInline):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(StoreScopedAdmin):
     list_display = [
         "device_id",
         "label",
@@ -70,7 +144,12 @@ class DeviceAdmin(admin.ModelAdmin):
         "key_prefix",
         "is_active",
     ]
-    list_filter = ["device_type", "status", "is_active", "group"]
+    list_filter = [
+        "device_type",
+        "status",
+        "is_active",
+        ("group", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["device_id", "label", "key_prefix", "group__slug"]
     list_select_related = ["group"]
     readonly_fields = [
@@ -91,6 +170,12 @@ class DeviceAdmin(admin.ModelAdmin):
         if obj is not None:
             return [*self.readonly_fields, "group", "device_type", "is_active"]
         return [*self.readonly_fields, "is_active"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        # A new device goes to a store the user manages.
+        if db_field.name == "group" and not request.user.is_superuser:
+            kwargs["queryset"] = managed_groups(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -139,9 +224,12 @@ class DeviceAdmin(admin.ModelAdmin):
         for device in queryset:
             self.delete_model(request, device)
 
-    @admin.action(description="Rotate the API key (closes live connections)")
+    @admin.action(
+        description="Rotate the API key (closes live connections)", permissions=["change"]
+    )
     def rotate_key(self, request, queryset):
         shown = []
+        queryset = self.managed_only(request, queryset, "re-key its devices")
         for device in queryset.select_related("group"):
             if not device.is_active:
                 messages.error(request, f"{device} is deactivated: its key cannot be rotated.")
@@ -154,16 +242,18 @@ class DeviceAdmin(admin.ModelAdmin):
             return self._keys_page(request, shown, "rotated")
         return None
 
-    @admin.action(description="Deactivate (closes live connections)")
+    @admin.action(description="Deactivate (closes live connections)", permissions=["change"])
     def deactivate(self, request, queryset):
+        queryset = self.managed_only(request, queryset, "deactivate its devices")
         done = _each(queryset.filter(is_active=True), services.device_deactivate)
         messages.success(
             request,
             f"{done} device{'s' if done != 1 else ''} deactivated; live connections closed.",
         )
 
-    @admin.action(description="Reactivate (the unchanged key works again)")
+    @admin.action(description="Reactivate (the unchanged key works again)", permissions=["change"])
     def reactivate(self, request, queryset):
+        queryset = self.managed_only(request, queryset, "reactivate its devices")
         done = _each(queryset.filter(is_active=False), services.device_reactivate)
         messages.success(request, f"{done} device{'s' if done != 1 else ''} reactivated.")
 
@@ -190,6 +280,7 @@ class ConnectionAdmin(RecordAdmin):
         "close_code",
         "remote_addr",
     ]
+    store_field = "device__group"
     list_filter = ["closed_at", "device__device_type"]
     search_fields = ["connection_id", "device__device_id"]
     list_select_related = ["device__group"]
@@ -232,7 +323,7 @@ class TransactionAdmin(RecordAdmin):
         "created_at",
         "completed_at",
     ]
-    list_filter = ["status", "late", "currency", "group"]
+    list_filter = ["status", "late", "currency", ("group", admin.RelatedOnlyFieldListFilter)]
     search_fields = [
         "transaction_id",
         "authorization_code",
@@ -262,6 +353,7 @@ class TransactionAdmin(RecordAdmin):
 @admin.register(TransactionEvent)
 class TransactionEventAdmin(RecordAdmin):
     list_display = ["transaction", "created_at", "kind", "source", "old_status", "new_status"]
+    store_field = "transaction__group"
     list_filter = ["kind", "source"]
     search_fields = ["transaction__transaction_id"]
     list_select_related = ["transaction"]
@@ -277,6 +369,7 @@ class TransactionEventAdmin(RecordAdmin):
 @admin.register(DesktopMessage)
 class DesktopMessageAdmin(RecordAdmin):
     list_display = ["device", "seq", "transaction", "created_at", "acked_at"]
+    store_field = "device__group"
     list_filter = ["acked_at"]
     search_fields = ["transaction__transaction_id", "device__device_id"]
     list_select_related = ["device__group", "transaction"]
@@ -302,7 +395,7 @@ class TerminalSessionAdmin(RecordAdmin):
         "ended_at",
         "end_reason",
     ]
-    list_filter = ["state", "group"]
+    list_filter = ["state", ("group", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["session_id", "terminal__device_id", "sale_id"]
     list_select_related = ["group", "terminal__group", "desktop__group"]
     readonly_fields = [f.name for f in TerminalSession._meta.fields]
@@ -322,7 +415,7 @@ class TerminalRequestAdmin(RecordAdmin):
         "created_at",
         "completed_at",
     ]
-    list_filter = ["kind", "status", "input_type", "group"]
+    list_filter = ["kind", "status", "input_type", ("group", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["request_id", "terminal__device_id", "session__session_id"]
     list_select_related = ["group", "terminal__group", "session"]
     readonly_fields = [f.name for f in TerminalRequest._meta.fields]

@@ -55,7 +55,7 @@ from posgateway.gateway.delivery import deliver_sync
 from posgateway.rest.filters import TransactionFilter
 from terminals import services as terminals
 from terminals.models import DeviceType
-from terminals.selectors import devices_for_user, groups_for_user
+from terminals.selectors import devices_for_user, groups_for_user, is_manager, managed_groups
 
 PAGE_SIZE = 25
 FRAGMENT_HEADER = "X-Fragment"
@@ -64,7 +64,9 @@ View = Callable[..., HttpResponse]
 
 
 def staff_only(view: View) -> View:
-    """Logged in (else to the login page and back), and staff: store managers or superusers."""
+    """Logged in (else to the login page and back), and staff: store staff (managers and
+    viewers) or superusers. A :class:`Forbidden` the view raises (:func:`require_manager`)
+    answers 403 ``{"error": "Forbidden", "message": …}`` as JSON."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -75,12 +77,28 @@ def staff_only(view: View) -> View:
         values = [*kwargs.values(), *(v for _, vs in request.GET.lists() for v in vs)]
         if any("\x00" in str(value) for value in values):
             return HttpResponseBadRequest("Null characters are not allowed.")
-        response = view(request, *args, **kwargs)
+        try:
+            response = view(request, *args, **kwargs)
+        except Forbidden as exc:
+            response = JsonResponse(exc.to_frame(), status=exc.status)
         add_never_cache_headers(response)
         patch_vary_headers(response, [FRAGMENT_HEADER])
         return response
 
     return login_required(wrapper)
+
+
+def require_manager(request: HttpRequest, group_id: int, what: str = "do this") -> None:
+    """Contract section 8: changes need a manager of the store (or a superuser). Raises
+    :class:`~posgateway.core.protocol.Forbidden`, which a :func:`staff_only` view answers with
+    403 ``{"error": "Forbidden", "message": "Only a manager of the store can <what>."}``.
+
+    Call it before changing anything, with the store of what is changed (a device's
+    ``group_id``, a payment's ``group_id``) once the object was found among the user's stores:
+    another store's object stays a 404, as a missing one.
+    """
+    if not is_manager(request.user, group_id):
+        raise Forbidden(f"Only a manager of the store can {what}.")
 
 
 def page(
@@ -236,30 +254,11 @@ def _refunds_context(request: HttpRequest, txn: Transaction) -> dict[str, Any]:
         "refundable_text": money(max(refundable, Decimal(0)), txn.currency),
         "in_flight_text": money(in_flight, txn.currency) if in_flight > 0 else "",
         # A viewer is offered no button (and a POST of theirs is refused anyway).
-        "can_refund": refundable > 0 and _may_manage(request.user, txn.group_id),
+        "can_refund": refundable > 0 and is_manager(request.user, txn.group_id),
     }
 
 
 # --- Refunds ---------------------------------------------------------------------------------
-
-
-def _may_manage(user: Any, group_id: int) -> bool:
-    """Whether the user may start refunds in the store."""
-    # TODO roles: terminals.selectors.is_manager(user, group_id) (contract section 8) once the
-    # staff roles are merged; until then every staff member of the store manages it.
-    if not (user.is_authenticated and user.is_active):
-        return False
-    if user.is_superuser:
-        return True
-    return bool(user.is_staff) and groups_for_user(user).filter(pk=group_id).exists()
-
-
-def _require_manager(request: HttpRequest, group_id: int) -> None:
-    """Refunds need a manager of the store (contract section 8): raises Forbidden, which the
-    refund view answers with 403 ``{"error": "Forbidden", "message": …}``."""
-    # TODO roles: the roles' own require_manager(request, group_id, what) replaces this.
-    if not _may_manage(request.user, group_id):
-        raise Forbidden("Only a manager of the store can refund its payments.")
 
 
 def new_refund_id() -> str:
@@ -358,10 +357,7 @@ def refund_page(request: HttpRequest, transaction_id: str) -> HttpResponse:
     """Refund (part of) a payment on a terminal of its store: the form, a confirmation that
     repeats amount and currency, then the refund's own page, which follows it live."""
     payment = _refund_payment(request, transaction_id)
-    try:
-        _require_manager(request, payment.group_id)
-    except Forbidden as exc:
-        return JsonResponse(exc.to_frame(), status=exc.status)
+    require_manager(request, payment.group_id, "refund its payments")
     store_query = f"?store={payment.group.slug}"
     succeeded = payment.status == TransactionStatus.SUCCESS
     refundable = payments.refundable_amount(payment) if succeeded else Decimal(0)
@@ -494,14 +490,22 @@ def _form_errors(form: RegisterForm, exc: Exception) -> None:
             form.add_error(field if field in form.fields else None, error)
 
 
+DEVICE_CHANGES = "register, re-key or deactivate its devices"
+
+
 def _devices_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     stores = list(groups_for_user(request.user).values_list("slug", flat=True))
+    managed = dict(managed_groups(request.user).values_list("pk", "slug"))
     return {
         "nav": "devices",
         "live_events": "device",
         "devices": list(devices_for_user(user=request.user)),
         "show_store": len(stores) > 1,
-        "form": extra.pop("form", None) or RegisterForm(stores=stores),
+        # A viewer is offered no form and no buttons (the server refuses them anyway).
+        "managed_store_pks": set(managed),
+        "form": (extra.pop("form", None) or RegisterForm(stores=list(managed.values())))
+        if managed
+        else None,
         **extra,
     }
 
@@ -516,7 +520,14 @@ def _with_new_key(request: HttpRequest, device: Any, key: str, what: str) -> Htt
 @staff_only
 def devices_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        stores = groups_for_user(request.user)
+        # A store the user reads but does not manage is refused outright; one they cannot read
+        # is just not among the form's choices ("Select a valid choice"), as a missing one.
+        named = groups_for_user(request.user).filter(slug=request.POST.get("store", "")).first()
+        if named is not None:
+            require_manager(request, named.pk, DEVICE_CHANGES)
+        stores = managed_groups(request.user)
+        if not stores.exists():
+            raise Forbidden(f"Only a manager of the store can {DEVICE_CHANGES}.")
         form = RegisterForm(request.POST, stores=list(stores.values_list("slug", flat=True)))
         if form.is_valid():
             group = stores.get(slug=form.cleaned_data["store"])
@@ -541,9 +552,12 @@ def devices_page(request: HttpRequest) -> HttpResponse:
 
 
 def _own_device(request: HttpRequest, pk: int) -> Any:
+    """A device of the user's stores that the user may change: 404 if it is not among their
+    stores (as a missing one), 403 if they only view its store."""
     device = devices_for_user(user=request.user).filter(pk=pk).first()
     if device is None:
         raise Http404("No such device in your stores")
+    require_manager(request, device.group_id, DEVICE_CHANGES)
     return device
 
 

@@ -22,12 +22,12 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import exceptions, pagination, serializers
+from rest_framework import exceptions, pagination, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from posgateway.core.protocol import InternalError, ProtocolError, error_body, iso
-from terminals.selectors import groups_for_user
+from posgateway.core.protocol import Forbidden, InternalError, ProtocolError, error_body, iso
+from terminals.selectors import groups_for_user, is_manager
 
 logger = logging.getLogger("posgateway.api")
 
@@ -88,6 +88,39 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     logger.error("unhandled error in %s", context.get("view"), exc_info=exc)
     set_rollback()
     return Response(InternalError().to_frame(), status=HTTPStatus.INTERNAL_SERVER_ERROR)
+
+
+# --- Roles (contract section 8) ----------------------------------------------------------------
+
+
+def manager_required_message(what: str = "do this") -> str:
+    return f"Only a manager of the store can {what}."
+
+
+def require_manager(request: Any, group_id: int, what: str = "do this") -> None:
+    """A write that needs a manager of the store (refunds, device management, webhooks):
+    raises :class:`~posgateway.core.protocol.Forbidden`, which :func:`exception_handler`
+    answers with 403 ``{"error": "Forbidden", "message": "Only a manager of the store can
+    <what>."}``. Superusers manage every store; a viewer reads and exports but changes nothing.
+
+    Call it once the object was found among the user's stores (another store's object stays a
+    404, as a missing one), with that object's store, before changing anything.
+    """
+    if not is_manager(getattr(request, "user", None), group_id):
+        raise Forbidden(manager_required_message(what))
+
+
+class ManagerOfObjectStore(permissions.BasePermission):
+    """A DRF object permission: reads (GET, HEAD, OPTIONS) for anyone who may see the object,
+    anything else only for a manager of its store (``obj.group_id``): 403 with the message of
+    :func:`require_manager` otherwise."""
+
+    message = manager_required_message()
+
+    def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        return is_manager(request.user, obj.group_id)
 
 
 TERMINAL_API_PATHS = "/terminal-api/sync and /terminal-api/async (exactly, no trailing slash)"

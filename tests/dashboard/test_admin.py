@@ -8,13 +8,15 @@ import re
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib import admin
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from payments.models import DesktopMessage, Transaction, TransactionEvent
 from sessions.models import TerminalRequest, TerminalSession
-from terminals.models import Connection, Device, DeviceType, Group
-from terminals.selectors import device_for_key
+from terminals.models import Connection, Device, DeviceType, Group, Membership
+from terminals.selectors import device_for_key, role_of
+from terminals.services import staff_create_or_update
 from tests.dashboard.conftest import logged_in, make_payment
 from tests.dashboard.test_consumers import device, live_dashboard, next_of_type
 from tests.factories import make_device
@@ -244,3 +246,141 @@ async def test_a_deactivated_device_reactivated_in_the_admin_connects_with_its_k
             await _refused(ws_clients, store_a.terminal_key)
     assert (await Device.objects.aget(pk=pk)).is_active
     assert await device(ws_clients, store_a.terminal_key)
+
+
+# --- Roles: staff given admin rights work within their stores and roles (contract section 8) --
+
+DEVICE_PERMISSIONS = ["view_device", "add_device", "change_device", "delete_device"]
+DEVICES = "/admin/terminals/device/"
+
+
+def _with_admin_rights(user, *codenames: str):
+    """What an operator would grant a staff user in the admin: the models' permissions."""
+    codenames = codenames or (*DEVICE_PERMISSIONS, "view_group", "change_group")
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+@pytest.fixture
+def viewer_a(store_a):
+    user, _ = staff_create_or_update(username="vera", group_slugs=[store_a.slug], role="viewer")
+    return _with_admin_rights(user)
+
+
+@pytest.fixture
+def manager_a(alice):
+    return _with_admin_rights(alice)
+
+
+def _label(device) -> str:
+    device.refresh_from_db()
+    return device.label
+
+
+def _change_data(device, label: str) -> dict:
+    return {"device_id": device.device_id, "label": label, "metadata": "{}"}
+
+
+def test_an_admin_viewer_sees_their_stores_devices_read_only(viewer_a, store_a, store_b):
+    client = logged_in(viewer_a)
+
+    listing = client.get(DEVICES)
+    assert listing.status_code == 200
+    html = listing.content.decode()
+    assert f"/admin/terminals/device/{store_a.terminal.pk}/change/" in html
+    assert f"/admin/terminals/device/{store_b.terminal.pk}/change/" not in html
+    assert "Add device" not in html
+    assert "Rotate the API key" not in html  # no actions offered
+    assert "Delete selected" not in html
+
+    page = client.get(f"{DEVICES}{store_a.terminal.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="label"' not in page.content.decode()  # shown, not editable
+    assert 'name="_save"' not in page.content.decode()
+
+
+def test_an_admin_viewers_changes_are_refused_and_change_nothing(viewer_a, store_a):
+    client = logged_in(viewer_a)
+    terminal = store_a.terminal
+
+    refused = client.post(f"{DEVICES}{terminal.pk}/change/", _change_data(terminal, "X"))
+    assert refused.status_code == 403
+    assert _label(terminal) == "Counter 1"
+    assert client.get(f"{DEVICES}add/").status_code == 403
+    assert client.post(f"{DEVICES}{terminal.pk}/delete/", {"post": "yes"}).status_code == 403
+    for action in ("rotate_key", "deactivate", "delete_selected"):
+        client.post(DEVICES, {"action": action, "_selected_action": [terminal.pk], "post": "yes"})
+    assert device_for_key(key=store_a.terminal_key) == terminal
+    assert Device.objects.filter(group=store_a.group).count() == 2
+
+
+def test_an_admin_manager_changes_their_stores_devices_and_no_others(manager_a, store_a, store_b):
+    client = logged_in(manager_a)
+    terminal = store_a.terminal
+
+    saved = client.post(f"{DEVICES}{terminal.pk}/change/", _change_data(terminal, "Till 7"))
+    assert saved.status_code == 302
+    assert _label(terminal) == "Till 7"
+    rotated = client.post(DEVICES, {"action": "rotate_key", "_selected_action": [terminal.pk]})
+    assert device_for_key(key=_shown_keys(rotated)[0]) == terminal
+    # Another store's device is not there at all.
+    other = client.get(f"{DEVICES}{store_b.terminal.pk}/change/")
+    assert other.status_code == 302  # to the admin index: "doesn't exist"
+    client.post(DEVICES, {"action": "deactivate", "_selected_action": [store_b.terminal.pk]})
+    assert device_for_key(key=store_b.terminal_key) == store_b.terminal
+    # A new device can only go to the store they manage.
+    form = client.get(f"{DEVICES}add/").content.decode()
+    assert f'<option value="{store_a.group.pk}"' in form
+    assert f'<option value="{store_b.group.pk}"' not in form
+
+
+def test_an_admin_manager_of_one_store_and_viewer_of_another(manager_a, store_a, store_b):
+    Membership.objects.create(user=manager_a, group=store_b.group, role="viewer")
+    client = logged_in(manager_a)
+
+    page = client.get(f"{DEVICES}{store_b.terminal.pk}/change/").content.decode()
+    assert 'name="label"' not in page
+    client.post(f"{DEVICES}{store_b.terminal.pk}/change/", _change_data(store_b.terminal, "X"))
+    assert _label(store_b.terminal) == "Counter 1"
+
+    both = [store_a.terminal.pk, store_b.terminal.pk]
+    response = client.post(DEVICES, {"action": "deactivate", "_selected_action": both})
+    assert response.status_code == 302
+    assert device_for_key(key=store_a.terminal_key) is None
+    assert device_for_key(key=store_b.terminal_key) == store_b.terminal
+    listing = client.get(DEVICES).content.decode()
+    assert "1 selected row left alone: only a manager of the store can deactivate" in listing
+
+
+def test_a_superuser_sets_a_members_role_in_the_stores_page(root, alice, store_a):
+    client = logged_in(root)
+    url = f"/admin/terminals/group/{store_a.group.pk}/change/"
+    page = client.get(url).content.decode()
+    assert "memberships-0-role" in page
+    membership = Membership.objects.get(user=alice, group=store_a.group)
+    data = {
+        "slug": store_a.slug,
+        "name": store_a.group.name,
+        "timezone": "UTC",
+        "memberships-TOTAL_FORMS": "1",
+        "memberships-INITIAL_FORMS": "1",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+        "memberships-0-id": membership.pk,
+        "memberships-0-group": store_a.group.pk,
+        "memberships-0-user": alice.pk,
+        "memberships-0-role": "viewer",
+    }
+
+    assert client.post(url, data).status_code == 302
+
+    assert role_of(alice, store_a.group.pk) == "viewer"
+
+
+def test_only_superusers_see_or_edit_memberships(manager_a, store_a, store_b):
+    client = logged_in(manager_a)
+    page = client.get(f"/admin/terminals/group/{store_a.group.pk}/change/")
+    assert page.status_code == 200
+    assert "memberships-0-role" not in page.content.decode()
+    stores = client.get("/admin/terminals/group/").content.decode()
+    assert f"/admin/terminals/group/{store_b.group.pk}/change/" not in stores

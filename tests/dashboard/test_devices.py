@@ -8,9 +8,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from terminals.models import Device, DeviceStatus, DeviceType, hash_key
+from terminals.models import Device, DeviceStatus, DeviceType, Membership, hash_key
 from terminals.selectors import device_for_key
-from tests.dashboard.conftest import logged_in
+from terminals.services import staff_create_or_update
+from tests.dashboard.conftest import PASSWORD, logged_in, staff
 
 KEY_RE = re.compile(r'<code id="api-key" class="api-key">([^<]+)</code>')
 
@@ -181,3 +182,149 @@ async def test_rotating_or_deactivating_closes_the_devices_live_connection(
     refused = await again.receive_json_from(timeout=5)
     assert refused == {"error": "Unauthorized", "message": "A valid API key is required"}
     assert await _closed_with(again) == 4401
+
+
+# --- Roles: only a store's managers change its devices (contract section 8) -----------------
+
+
+def _viewer(username: str, *slugs: str):
+    user, _ = staff_create_or_update(
+        username=username, group_slugs=slugs, password=PASSWORD, role="viewer"
+    )
+    return user
+
+
+@pytest.fixture
+def vera(store_a):
+    """A viewer of store-a."""
+    return _viewer("vera", store_a.slug)
+
+
+def _csrf_client(user) -> tuple[Client, str]:
+    """A browser that checks CSRF, logged in, with the token its pages hand it."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    assert client.get("/dashboard/devices/").status_code == 200
+    return client, client.cookies["csrftoken"].value
+
+
+def _refused(response) -> dict:
+    assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["error"] == "Forbidden"
+    assert body["message"].startswith("Only a manager of the store can")
+    return body
+
+
+def _unchanged(store) -> None:
+    assert device_for_key(key=store.terminal_key).pk == store.terminal.pk
+    assert Device.objects.filter(group=store.group).count() == 2
+    assert Device.objects.filter(group=store.group, is_active=False).count() == 0
+
+
+@pytest.mark.django_db
+def test_a_viewer_sees_the_devices_but_no_register_form_and_no_buttons(vera, store_a):
+    client = logged_in(vera)
+    for response in (
+        client.get("/dashboard/devices/"),
+        client.get("/dashboard/devices/", headers={"X-Fragment": "1"}),
+    ):
+        page = response.content.decode()
+        assert 'data-device-id="TERM-1"' in page
+        assert "view only" in page
+        assert "Rotate key" not in page
+        assert "Deactivate</button>" not in page
+        assert "/rotate/" not in page
+        assert "/deactivate/" not in page
+    whole = client.get("/dashboard/devices/").content.decode()
+    assert "Register a device" not in whole
+    assert 'name="device_type"' not in whole
+
+
+@pytest.mark.django_db
+def test_a_managers_page_offers_the_form_and_the_buttons(client_a, store_a):
+    page = client_a.get("/dashboard/devices/").content.decode()
+    assert "Register a device" in page
+    assert f"/dashboard/devices/{store_a.terminal.pk}/rotate/" in page
+    assert f"/dashboard/devices/{store_a.terminal.pk}/deactivate/" in page
+    assert "view only" not in page
+
+
+@pytest.mark.django_db
+def test_a_viewers_forged_posts_with_a_valid_csrf_token_get_403_json_and_change_nothing(
+    vera, store_a
+):
+    client, token = _csrf_client(vera)
+    target = store_a.terminal.pk
+
+    _refused(register(client, device_id="FORGED", csrfmiddlewaretoken=token))
+    _refused(client.post(f"/dashboard/devices/{target}/rotate/", {"csrfmiddlewaretoken": token}))
+    body = _refused(
+        client.post(f"/dashboard/devices/{target}/deactivate/", {"csrfmiddlewaretoken": token})
+    )
+
+    assert body == {
+        "error": "Forbidden",
+        "message": "Only a manager of the store can register, re-key or deactivate its devices.",
+    }
+    _unchanged(store_a)
+    assert not Device.objects.filter(device_id="FORGED").exists()
+
+
+@pytest.mark.django_db
+def test_a_viewer_posting_another_stores_slug_is_refused_too(vera, store_a, store_b):
+    client, token = _csrf_client(vera)
+    _refused(register(client, store="store-b", device_id="FORGED", csrfmiddlewaretoken=token))
+    _unchanged(store_b)
+
+
+@pytest.mark.django_db
+def test_a_manager_of_one_store_and_viewer_of_another_changes_only_the_first(store_a, store_b):
+    alice = staff("alice", store_a.slug)
+    Membership.objects.create(user=alice, group=store_b.group, role="viewer")
+    client, token = _csrf_client(alice)
+
+    page = client.get("/dashboard/devices/").content.decode()
+    assert f"/dashboard/devices/{store_a.terminal.pk}/rotate/" in page
+    assert f"/dashboard/devices/{store_b.terminal.pk}/rotate/" not in page
+    assert '<option value="store-b"' not in page  # the form offers only the managed store
+
+    _refused(register(client, store="store-b", device_id="B-9", csrfmiddlewaretoken=token))
+    _refused(
+        client.post(
+            f"/dashboard/devices/{store_b.terminal.pk}/rotate/", {"csrfmiddlewaretoken": token}
+        )
+    )
+    _unchanged(store_b)
+
+    registered = register(client, store="store-a", device_id="A-9", csrfmiddlewaretoken=token)
+    assert device_for_key(key=shown_key(registered)).group == store_a.group
+    rotated = client.post(
+        f"/dashboard/devices/{store_a.terminal.pk}/rotate/", {"csrfmiddlewaretoken": token}
+    )
+    assert device_for_key(key=shown_key(rotated)).pk == store_a.terminal.pk
+
+
+@pytest.mark.django_db
+def test_a_manager_of_another_store_gets_the_answer_of_a_missing_device(client_b, store_a):
+    # Another store's device is not one of the user's: 404, as everywhere (docs/security.md).
+    target = store_a.terminal.pk
+    assert client_b.post(f"/dashboard/devices/{target}/rotate/").status_code == 404
+    assert client_b.post(f"/dashboard/devices/{target}/deactivate/").status_code == 404
+    response = register(client_b, store="store-a", device_id="SNEAKY")
+    assert "Select a valid choice" in response.content.decode()
+    _unchanged(store_a)
+
+
+@pytest.mark.django_db
+def test_a_superuser_manages_the_devices_of_every_store(root, store_a, store_b):
+    client = logged_in(root)
+    page = client.get("/dashboard/devices/").content.decode()
+    assert "Register a device" in page
+    assert "view only" not in page
+    for store in (store_a, store_b):
+        rotated = client.post(f"/dashboard/devices/{store.terminal.pk}/rotate/")
+        assert device_for_key(key=shown_key(rotated)).pk == store.terminal.pk
+    registered = register(client, store="store-b", device_id="ROOT-1")
+    assert device_for_key(key=shown_key(registered)).group == store_b.group

@@ -12,7 +12,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from posgateway.rest.authentication import HashedTokenAuthentication
 from terminals.models import Device, DeviceType, Group
-from terminals.selectors import device_for_key
+from terminals.selectors import device_for_key, groups_for_user, managed_groups, role_of
 from tests.factories import make_device, make_group
 
 pytestmark = pytest.mark.django_db
@@ -213,6 +213,41 @@ def test_create_staff_without_password_cannot_log_in_with_one_but_gets_a_token()
     user = get_user_model().objects.get(username="bob")
     assert not user.has_usable_password()
     assert token_user(lines[-1]) == user
+
+
+def roles(username: str) -> dict[str, str]:
+    user = get_user_model().objects.get(username=username)
+    return {slug: role_of(user, pk) for pk, slug in Group.objects.values_list("pk", "slug")}
+
+
+def test_create_staff_makes_managers_by_default_so_existing_commands_keep_their_meaning():
+    manage("create_staff", "alice", "--group", "a", "--group", "b")
+    make_group("c")
+
+    assert roles("alice") == {"a": "manager", "b": "manager", "c": None}
+
+
+def test_create_staff_role_viewer_makes_a_viewer_of_every_store_named():
+    manage("create_staff", "vera", "--group", "a", "--group", "b", "--role", "viewer")
+
+    assert roles("vera") == {"a": "viewer", "b": "viewer"}
+    user = get_user_model().objects.get(username="vera")
+    assert set(groups_for_user(user).values_list("slug", flat=True)) == {"a", "b"}
+    assert not managed_groups(user).exists()
+
+
+def test_create_staff_again_changes_the_role_and_drops_other_stores():
+    manage("create_staff", "alice", "--group", "a", "--group", "b", "--role", "viewer")
+
+    manage("create_staff", "alice", "--group", "a", "--role", "manager")
+
+    assert roles("alice") == {"a": "manager", "b": None}
+
+
+def test_create_staff_refuses_an_unknown_role_and_changes_nothing():
+    with pytest.raises(CommandError, match="invalid choice: 'owner'"):
+        manage("create_staff", "alice", "--group", "a", "--role", "owner")
+    assert not get_user_model().objects.filter(username="alice").exists()
 
 
 # --- demo_setup ------------------------------------------------------------------------------
