@@ -430,3 +430,48 @@ def test_the_terminals_page_shows_todays_refunds_and_net(client_a, store_a):
     assert 'data-glance="count">1</span>' in page
     assert 'data-glance="refunds">1</span><span class="tile-label">refund</span>' in page
     assert "1 refund &minus;15.00 · net <strong data-net>25.00 EUR</strong>" in page
+
+
+# --- Roles: only a store's managers refund its payments (contract section 8) -----------------
+
+
+@pytest.fixture
+def vera(store_a):
+    """A viewer of store-a, logged in."""
+    from terminals.services import staff_create_or_update
+    from tests.dashboard.conftest import PASSWORD, logged_in
+
+    user, _ = staff_create_or_update(
+        username="vera", group_slugs=[store_a.slug], password=PASSWORD, role="viewer"
+    )
+    return logged_in(user)
+
+
+@pytest.mark.django_db
+def test_a_viewer_sees_the_refunds_but_no_refund_button(vera, paid):
+    page = text(vera.get("/dashboard/payments/PAY-1/"))
+
+    assert "data-refundable>12.50 EUR</strong>" in page
+    assert 'id="refund-button"' not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_viewers_forged_refund_posts_get_403_json_and_start_nothing(
+    sent, vera, client_a, store_a, paid
+):
+    # The manager's confirmation form, posted by the viewer with a valid CSRF token of theirs.
+    fields = confirmation(review(client_a, "PAY-1", amount="5.00"))
+    vera.get("/dashboard/payments/PAY-1/")
+    forms = [
+        {"amount": "5.00", "terminal": "TERM-1", "review": "1"},
+        {**fields, "confirm": "1"},
+    ]
+    for form in forms:
+        response = vera.post(refund_url("PAY-1"), form)
+        assert response.status_code == 403
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"] == "Forbidden"
+        assert "manager" in response.json()["message"]
+    assert vera.get(refund_url("PAY-1")).status_code == 403
+    assert refunds_of(paid) == []
+    assert refund_requests(sent) == []
