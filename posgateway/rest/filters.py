@@ -18,7 +18,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import extend_schema_field
 
 from payments.currencies import MINOR_UNITS
-from payments.models import Transaction, TransactionStatus
+from payments.models import Transaction, TransactionStatus, TransactionType
 from payments.selectors import business_date_range
 from payments.validation import parse_amount
 from posgateway.core.protocol import BadRequest
@@ -157,6 +157,10 @@ class TransactionFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(
         choices=TransactionStatus.choices,
         label="Status as on the wire; repeat for several: `status=DECLINED&status=FAILED`",
+    )
+    type = django_filters.ChoiceFilter(
+        choices=TransactionType.choices,
+        label="`PAYMENT` or `REFUND` (default: both)",
     )
     terminal = django_filters.CharFilter(
         field_name="terminal__device_id", label="The terminal's deviceId"
