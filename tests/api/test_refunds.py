@@ -277,6 +277,9 @@ def test_a_payment_whose_id_ends_in_refunds_is_still_read(store_a, api_a):
 
     assert response.status_code == 200
     assert response.json()["transactionId"] == "A/refunds"
+    # And refunding it names it (the terminal is not connected: the payment was found).
+    refused = refund(api_a, "A/refunds", {"transactionId": "R-1", "terminal": "TERM-1"})
+    assert refused.json()["message"] == "Terminal connection not found"
 
 
 def test_anonymous_cannot_refund(paid, client):
