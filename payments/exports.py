@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from payments.currencies import minor_units
+from payments.models import TransactionType
 from payments.validation import format_amount
 
 TRANSACTION_COLUMNS = (
@@ -37,6 +38,10 @@ TRANSACTION_COLUMNS = (
     "businessDate",
     "late",
     "errorMessage",
+    # Refunds (contract section 9): at the end, so older readers keep their columns.
+    "type",
+    "originalTransactionId",
+    "refundedAmount",
 )
 
 DAILY_COLUMNS = (
@@ -51,6 +56,9 @@ DAILY_COLUMNS = (
     "cancelledCount",
     "timeoutCount",
     "lateCount",
+    "refundCount",
+    "refundedAmount",
+    "netAmount",
 )
 
 # Spreadsheets run a cell starting with these as a formula (OWASP "CSV injection").
@@ -156,11 +164,24 @@ def transaction_row(row: Any, zone: dt.tzinfo) -> list[str]:
         _cell(business_date(row.created_at, zone).isoformat()),
         _cell(row.late),
         _cell(row.error_message),
+        _cell(row.type),
+        _cell(row.original_transaction_id),
+        _cell(refunded_amount(row.type, row.refunded_amount, row.currency)),
     ]
 
 
+def refunded_amount(kind: str, value: Decimal, currency: str) -> str | None:
+    """A payment's succeeded refunds added up (``"0.00"`` when none); None for a refund."""
+    return None if kind == TransactionType.REFUND else money(value, currency)
+
+
 def daily_row(row: dict[str, Any]) -> list[str]:
-    return [_cell(row[column]) for column in DAILY_COLUMNS]
+    # netAmount is negative on a day whose refunds (of earlier payments) outweigh its takings:
+    # a number the gateway computed, never a client's text, so a spreadsheet reads it as the
+    # number it is rather than as text behind a quote.
+    return [
+        row[column] if column == "netAmount" else _cell(row[column]) for column in DAILY_COLUMNS
+    ]
 
 
 def csv_chunks(header: Sequence[str], rows: Iterable[Sequence[str]]) -> Iterator[str]:

@@ -17,7 +17,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from payments.exports import money
-from payments.models import IN_FLIGHT_STATUSES, Transaction, TransactionStatus
+from payments.models import IN_FLIGHT_STATUSES, Transaction, TransactionStatus, TransactionType
 from posgateway.core.protocol import TRANSACTION_NOT_FOUND, BadRequest, NotFound
 from terminals.models import Device, DeviceType, Group
 from terminals.selectors import devices_for_user, in_user_stores
@@ -44,19 +44,40 @@ def local_midnight(day: dt.date, zone: dt.tzinfo) -> dt.datetime:
 
 
 def transaction_list(*, user: Any) -> QuerySet[Transaction]:
-    """The payments of the user's stores, newest first, with store and devices joined."""
+    """The payments and refunds of the user's stores, newest first, with store, devices, a
+    refund's payment and the staff user who started it joined."""
     return in_user_stores(
-        Transaction.objects.select_related("group", "terminal", "desktop"), user=user
+        Transaction.objects.select_related(
+            "group", "terminal", "desktop", "original", "initiated_by"
+        ),
+        user=user,
     ).order_by("-created_at", "-pk")
 
 
 def transaction_get(*, user: Any, transaction_id: str, store: str | None = None) -> Transaction:
-    """One payment of the user's stores by its transactionId, with its event timeline.
+    """One payment or refund of the user's stores by its transactionId, with its event
+    timeline and (a payment's) refunds.
 
     A transactionId is unique per store only: when several of the user's stores have it, the
     caller must name the store (``BadRequest`` naming ``store``); none is ``NotFound``.
     """
-    matches = transaction_list(user=user).filter(transaction_id=transaction_id)
+    pk = _one_of_user_stores(transaction_list(user=user), transaction_id, store)
+    refunds = Prefetch("refunds", queryset=Transaction.objects.order_by("created_at", "pk"))
+    return transaction_list(user=user).prefetch_related("events", refunds).get(pk=pk)
+
+
+def payment_to_refund(*, user: Any, transaction_id: str, store: str | None = None) -> Transaction:
+    """The payment of the user's stores a refund is asked for, by its transactionId (the
+    store resolved as in ``transaction_get``). A refund's id is ``NotFound`` like an unknown
+    one: a refund is not refunded."""
+    payments = transaction_list(user=user).filter(type=TransactionType.PAYMENT)
+    return payments.get(pk=_one_of_user_stores(payments, transaction_id, store))
+
+
+def _one_of_user_stores(
+    queryset: QuerySet[Transaction], transaction_id: str, store: str | None
+) -> int:
+    matches = queryset.filter(transaction_id=transaction_id)
     if store:
         matches = matches.filter(group__slug=store)
     found = list(matches.values_list("pk", "group__slug")[:100])
@@ -69,7 +90,7 @@ def transaction_get(*, user: Any, transaction_id: str, store: str | None = None)
             f"({stores}): add store=<slug>"
         )
         raise BadRequest(message, fields={"store": [message]})
-    return transaction_list(user=user).prefetch_related("events").get(pk=found[0][0])
+    return found[0][0]
 
 
 def business_date_range(
@@ -117,6 +138,9 @@ EXPORT_FIELDS = {
     "completed_at": "completed_at",
     "late": "late",
     "error_message": "error_message",
+    "type": "type",
+    "original_transaction_id": "original__transaction_id",
+    "refunded_amount": "refunded_amount",
 }
 
 
@@ -139,6 +163,9 @@ class ExportRow(NamedTuple):
     completed_at: dt.datetime | None
     late: bool
     error_message: str
+    type: str
+    original_transaction_id: str | None
+    refunded_amount: Decimal
 
 
 def transactions_for_export(
@@ -171,11 +198,13 @@ def report_today(stores: QuerySet[Group]) -> dt.date:
 def daily_totals(
     *, stores: QuerySet[Group], date_from: dt.date, date_to: dt.date
 ) -> list[dict[str, Any]]:
-    """Per store, business date and currency: counts and the succeeded amount, summed by the
+    """Per store, business date and currency: counts and the succeeded amount of payments,
+    the succeeded refunds and what is left of the day's takings after them, summed by the
     database in Decimal. One query per time zone among ``stores``.
 
-    A payment counts on the day it was started, in its store's time zone. Its status is its
-    real outcome, so a late SUCCESS (after a timeout) counts as succeeded and as late.
+    A payment or a refund counts on the day it was started, in its store's time zone. Its
+    status is its real outcome, so a late SUCCESS (after a timeout) counts as succeeded (and a
+    payment as late). A day with neither payments nor succeeded refunds has no row.
     """
     rows: list[dict[str, Any]] = []
     by_zone: dict[str, list[int]] = {}
@@ -186,17 +215,28 @@ def daily_totals(
         # A wide index-friendly range first, then the exact local date.
         start = local_midnight(date_from, zone) - dt.timedelta(days=1)
         end = local_midnight(date_to + dt.timedelta(days=2), zone)
+        payment = Q(type=TransactionType.PAYMENT)
+        succeeded = Q(status=TransactionStatus.SUCCESS)
+        refunded = Q(type=TransactionType.REFUND) & succeeded
         aggregates = {
-            "count": Count("pk"),
-            "succeededCount": Count("pk", filter=Q(status=TransactionStatus.SUCCESS)),
-            "succeededAmount": Sum("amount", filter=Q(status=TransactionStatus.SUCCESS)),
-            **{key: Count("pk", filter=Q(status=status)) for key, status in _STATUS_COUNTS.items()},
-            "lateCount": Count("pk", filter=Q(late=True)),
+            "count": Count("pk", filter=payment),
+            "succeededCount": Count("pk", filter=payment & succeeded),
+            "succeededAmount": Sum("amount", filter=payment & succeeded),
+            **{
+                key: Count("pk", filter=payment & Q(status=status))
+                for key, status in _STATUS_COUNTS.items()
+            },
+            "lateCount": Count("pk", filter=payment & Q(late=True)),
+            "refundCount": Count("pk", filter=refunded),
+            "refundedAmount": Sum("amount", filter=refunded),
         }
         # Each row holds the aggregates too (the stubs know only the keys named in values()).
         query: QuerySet[Transaction, Mapping[str, Any]] = (
             Transaction.objects.filter(
-                group_id__in=store_pks, created_at__gte=start, created_at__lt=end
+                payment | refunded,
+                group_id__in=store_pks,
+                created_at__gte=start,
+                created_at__lt=end,
             )
             .annotate(day=TruncDate("created_at", tzinfo=zone))
             .filter(day__gte=date_from, day__lte=date_to)
@@ -205,16 +245,22 @@ def daily_totals(
             .order_by()
         )
         for row in query:
+            currency = row["currency"]
+            gross = row["succeededAmount"] or Decimal(0)
+            refunds = row["refundedAmount"] or Decimal(0)
             rows.append(
                 {
                     "date": row["day"].isoformat(),
                     "store": row["group__slug"],
-                    "currency": row["currency"],
+                    "currency": currency,
                     "count": row["count"],
                     "succeededCount": row["succeededCount"],
-                    "succeededAmount": money(row["succeededAmount"], row["currency"]),
+                    "succeededAmount": money(gross, currency),
                     **{key: row[key] for key in _STATUS_COUNTS},
                     "lateCount": row["lateCount"],
+                    "refundCount": row["refundCount"],
+                    "refundedAmount": money(refunds, currency),
+                    "netAmount": money(Decimal(gross) - Decimal(refunds), currency),
                 }
             )
     rows.sort(key=lambda r: (r["date"], r["store"], r["currency"]))

@@ -267,9 +267,10 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "POS Gateway API",
     "DESCRIPTION": (
-        "Read-only REST API over the gateway's stores, devices and payments, with CSV exports "
-        "and daily totals for accounting. Authenticate with `Authorization: Token <token>` "
-        "(`manage.py create_staff` prints one) or a staff login session. Every error is "
+        "REST API over the gateway's stores, devices and payments, with CSV exports and daily "
+        "totals for accounting; it reads, and starts refunds of payments. Authenticate with "
+        "`Authorization: Token <token>` (`manage.py create_staff` prints one) or a staff login "
+        "session. Every error is "
         '`{"error": <HTTP reason phrase>, "message": <text>}`. See docs/api.md.'
     ),
     "VERSION": "1.0.0",
@@ -283,6 +284,7 @@ SPECTACULAR_SETTINGS = {
     ],
     "ENUM_NAME_OVERRIDES": {
         "TransactionStatusEnum": "payments.models.TransactionStatus",
+        "TransactionTypeEnum": "payments.models.TransactionType",
         "DeviceStatusEnum": "terminals.models.DeviceStatus",
         "DeviceTypeEnum": "terminals.models.DeviceType",
         "SessionStatusEnum": "sessions.models.SessionState",

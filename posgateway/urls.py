@@ -11,7 +11,7 @@ from posgateway.rest.sessions import SessionViewSet, TerminalRequestViewSet
 from posgateway.rest.terminals import DeviceViewSet, GroupViewSet, TerminalViewSet
 from posgateway.terminal_api import views as terminal_api
 
-# The REST API (docs/api.md): read-only, every endpoint scoped to the user's stores.
+# The REST API (docs/api.md): every endpoint scoped to the user's stores; reads, and refunds.
 api = SimpleRouter()
 api.register("groups", GroupViewSet, basename="group")
 api.register("terminals", TerminalViewSet, basename="terminal")
@@ -42,8 +42,9 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="api-schema", **_public),
         name="api-docs",
     ),
-    path("api/", include(api.urls)),
+    # Before the router: a refund's URL would otherwise read as a transactionId with slashes.
     path("api/", include(payments_api.urlpatterns)),
+    path("api/", include(api.urls)),
 ]
 
 # A URL under /api/ that no endpoint matches answers in the API's error shape.

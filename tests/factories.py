@@ -1,8 +1,9 @@
 """Test data, made through the same services production uses, and the helpers that call them.
 
 Plain functions and classes, no fixtures: the conftests and test modules wrap them in fixtures.
-Payments in specific states and at specific times are the exception: ``make_payment`` writes
-them with the ORM, as the services would have left them.
+Payments and refunds in specific states and at specific times are the exception:
+``make_payment`` and ``make_refund`` write them with the ORM, as the services would have left
+them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from payments.models import Transaction, TransactionStatus
+from payments.models import Transaction, TransactionStatus, TransactionType
 from posgateway.core.events import Outbox
 from posgateway.gateway import delivery, frames
 from terminals import services
@@ -124,6 +125,44 @@ def make_payment(
     Transaction.objects.filter(pk=txn.pk).update(created_at=created_at, completed_at=completed_at)
     txn.refresh_from_db()
     return txn
+
+
+def make_refund(
+    store: Store,
+    original: Transaction,
+    transaction_id: str | None = None,
+    *,
+    amount: str = "1.00",
+    status: str = TransactionStatus.SUCCESS,
+    created_at: dt.datetime | None = None,
+    reason: str = "",
+    user: Any = None,
+    terminal: Device | None = None,
+) -> Transaction:
+    """A refund of ``original`` as the services would have left it, written directly; a
+    SUCCESS one is added to the payment's ``refunded_amount`` as the service adds it."""
+    refund = make_payment(
+        store,
+        transaction_id,
+        amount=amount,
+        currency=original.currency,
+        status=status,
+        created_at=created_at,
+        terminal=terminal,
+    )
+    # Started by staff (``user``), a refund has no desktop.
+    Transaction.objects.filter(pk=refund.pk).update(
+        type=TransactionType.REFUND,
+        original=original,
+        reason=reason,
+        initiated_by=user,
+        desktop=store.desktop if user is None else None,
+    )
+    if status == TransactionStatus.SUCCESS:
+        original.refunded_amount += Decimal(amount)
+        original.save(update_fields=["refunded_amount"])
+    refund.refresh_from_db()
+    return refund
 
 
 def _renders(dispatcher: Any, value: Any) -> bool:

@@ -314,6 +314,8 @@ class TransactionAdmin(RecordAdmin):
     list_display = [
         "transaction_id",
         "group",
+        "type",
+        "original",
         "status",
         "amount_text",
         "currency",
@@ -323,16 +325,24 @@ class TransactionAdmin(RecordAdmin):
         "created_at",
         "completed_at",
     ]
-    list_filter = ["status", "late", "currency", ("group", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        "type",
+        "status",
+        "late",
+        "over_refunded",
+        "currency",
+        ("group", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = [
         "transaction_id",
+        "original__transaction_id",
         "authorization_code",
         "terminal__device_id",
         "desktop__device_id",
         "terminal_ref",
     ]
     # A device's name includes its store: join it, or every row costs two queries.
-    list_select_related = ["group", "terminal__group", "desktop__group"]
+    list_select_related = ["group", "terminal__group", "desktop__group", "original"]
     date_hierarchy = "created_at"
     inlines = [TransactionEventInline]
     # Money and what the terminal said are records, not settings: nobody edits them here.

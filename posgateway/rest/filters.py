@@ -159,7 +159,8 @@ class TransactionFilter(django_filters.FilterSet):
         label="Status as on the wire; repeat for several: `status=DECLINED&status=FAILED`",
     )
     type = django_filters.ChoiceFilter(
-        choices=TransactionType.choices, label="`PAYMENT` or `REFUND` (contract section 9)"
+        choices=TransactionType.choices,
+        label="`PAYMENT` or `REFUND` (default: both)",
     )
     terminal = django_filters.CharFilter(
         field_name="terminal__device_id", label="The terminal's deviceId"

@@ -6,7 +6,8 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from django.urls import path
+from django.db import transaction
+from django.urls import path, re_path
 from django.utils.dateparse import parse_datetime
 from django_filters.utils import translate_validation
 from drf_spectacular.types import OpenApiTypes
@@ -19,11 +20,14 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from payments import selectors
+from payments import services as payments
+from payments.events import PaymentAccepted
 from payments.exports import (
     DAILY_COLUMNS,
     TRANSACTION_COLUMNS,
@@ -35,8 +39,29 @@ from payments.exports import (
     order_id,
     transaction_row,
 )
-from payments.models import EventKind, EventSource, Transaction, TransactionStatus
-from posgateway.rest.base import ApiView, CursorPagination, TimestampField, error_responses
+from payments.models import (
+    EventKind,
+    EventSource,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+)
+from payments.services import refundable_amount
+from posgateway.core.events import Outbox
+from posgateway.core.protocol import (
+    UNSTORABLE_TEXT,
+    BadRequest,
+    unstorable_text,
+)
+from posgateway.gateway.delivery import deliver_sync
+from posgateway.rest.base import (
+    ApiView,
+    CursorPagination,
+    ErrorSerializer,
+    TimestampField,
+    error_responses,
+    require_manager,
+)
 from posgateway.rest.csv import csv_response
 from posgateway.rest.filters import (
     DEFAULT_EXPORT_ORDERING,
@@ -74,6 +99,14 @@ class TransactionEventSerializer(serializers.Serializer):
 
 class TransactionSerializer(serializers.Serializer):
     transactionId = serializers.CharField(source="transaction_id")
+    type = serializers.ChoiceField(
+        choices=TransactionType.choices, help_text="A payment, or a refund of one"
+    )
+    originalTransactionId = serializers.CharField(
+        source="original.transaction_id",
+        allow_null=True,
+        help_text="A refund's payment (null for a payment)",
+    )
     store = serializers.CharField(source="group.slug")
     terminal = serializers.CharField(
         source="terminal.device_id", allow_null=True, help_text="The terminal's deviceId"
@@ -82,11 +115,17 @@ class TransactionSerializer(serializers.Serializer):
         source="terminal_ref", help_text="terminalId exactly as the desktop sent it"
     )
     desktop = serializers.CharField(
-        source="desktop.device_id", allow_null=True, help_text="The desktop's deviceId"
+        source="desktop.device_id",
+        allow_null=True,
+        help_text="The desktop's deviceId (null for a refund started by staff)",
     )
     status = serializers.ChoiceField(choices=TransactionStatus.choices)
     amount = serializers.SerializerMethodField()
     currency = serializers.CharField()
+    refundedAmount = serializers.SerializerMethodField()
+    overRefunded = serializers.SerializerMethodField()
+    reason = serializers.SerializerMethodField()
+    initiatedBy = serializers.SerializerMethodField()
     paymentMethod = serializers.CharField(source="payment_method")
     authorizationCode = serializers.CharField(source="authorization_code")
     errorMessage = serializers.CharField(source="error_message")
@@ -104,6 +143,45 @@ class TransactionSerializer(serializers.Serializer):
         """A decimal string with the currency's minor units, e.g. "12.50"."""
         return money(txn.amount, txn.currency)
 
+    @extend_schema_field(
+        serializers.CharField(
+            allow_null=True,
+            help_text='A payment\'s SUCCESS refunds added up ("0.00" when none); null for a refund',
+        )
+    )
+    def get_refundedAmount(self, txn: Transaction) -> str | None:
+        return None if txn.is_refund else money(txn.refunded_amount, txn.currency)
+
+    @extend_schema_field(
+        serializers.BooleanField(
+            allow_null=True,
+            help_text="A payment whose SUCCESS refunds add up to more than it (a refund "
+            "succeeded late): money has moved, a person must look. Null for a refund",
+        )
+    )
+    def get_overRefunded(self, txn: Transaction) -> bool | None:
+        return None if txn.is_refund else txn.over_refunded
+
+    @extend_schema_field(
+        serializers.CharField(
+            allow_null=True,
+            help_text='Why a refund was made ("" when not given); null for a payment',
+        )
+    )
+    def get_reason(self, txn: Transaction) -> str | None:
+        return txn.reason if txn.is_refund else None
+
+    @extend_schema_field(
+        serializers.CharField(
+            allow_null=True,
+            help_text="The staff user (username) who started a refund from the REST API or the "
+            "dashboard; null for one started by a desktop, and for a payment",
+        )
+    )
+    def get_initiatedBy(self, txn: Transaction) -> str | None:
+        user = txn.initiated_by
+        return user.get_username() if user is not None else None
+
     def get_orderId(self, txn: Transaction) -> str | None:
         return order_id(txn.metadata)
 
@@ -113,6 +191,18 @@ class TransactionSerializer(serializers.Serializer):
     @extend_schema_field(OpenApiTypes.DATE)
     def get_businessDate(self, txn: Transaction) -> str:
         return business_date(txn.created_at, txn.group.zone).isoformat()
+
+
+class RefundSummarySerializer(serializers.Serializer):
+    transactionId = serializers.CharField(source="transaction_id")
+    status = serializers.ChoiceField(choices=TransactionStatus.choices)
+    amount = serializers.SerializerMethodField()
+    late = serializers.BooleanField()
+    createdAt = TimestampField(source="created_at")
+    completedAt = TimestampField(source="completed_at", allow_null=True)
+
+    def get_amount(self, txn: Transaction) -> str:
+        return money(txn.amount, txn.currency)
 
 
 class TransactionDetailSerializer(TransactionSerializer):
@@ -126,7 +216,25 @@ class TransactionDetailSerializer(TransactionSerializer):
     )
     forwardedAt = TimestampField(source="forwarded_at", allow_null=True)
     deadlineAt = TimestampField(source="deadline_at", allow_null=True)
+    refunds = RefundSummarySerializer(
+        many=True,
+        source="refunds.all",
+        help_text="A payment's refunds in any state, oldest first (none for a refund)",
+    )
+    refundableAmount = serializers.SerializerMethodField()
     events = TransactionEventSerializer(many=True, help_text="Every step, oldest first")
+
+    @extend_schema_field(
+        serializers.CharField(
+            allow_null=True,
+            help_text="What may still be refunded of a SUCCESS payment: its amount minus its "
+            "SUCCESS refunds and its refunds in flight. Null for any other transaction",
+        )
+    )
+    def get_refundableAmount(self, txn: Transaction) -> str | None:
+        if txn.is_refund or txn.status != TransactionStatus.SUCCESS:
+            return None
+        return money(max(refundable_amount(txn), Decimal(0)), txn.currency)
 
 
 class DailyRowSerializer(serializers.Serializer):
@@ -141,6 +249,12 @@ class DailyRowSerializer(serializers.Serializer):
     cancelledCount = serializers.IntegerField()
     timeoutCount = serializers.IntegerField()
     lateCount = serializers.IntegerField(help_text="Results that came after the gateway gave up")
+    refundCount = serializers.IntegerField(help_text="SUCCESS refunds started that day")
+    refundedAmount = serializers.CharField(help_text="What they gave back, decimal string")
+    netAmount = serializers.CharField(
+        help_text="succeededAmount minus refundedAmount (negative when the day's refunds are "
+        "of earlier payments and outweigh its takings)"
+    )
 
 
 class DailyReportSerializer(serializers.Serializer):
@@ -371,8 +485,210 @@ class DailyReportExportView(ApiView, _ErrorsAsJson, APIView):
         return csv_response(request, chunks, filename)
 
 
+# --- Refunds ---------------------------------------------------------------------------------
+
+REFUND_BODY_FIELDS = ("transactionId", "terminal", "amount", "currency", "reason")
+# The service names the fields of a WebSocket refundRequest; here they are the body's own.
+_SERVICE_ROOT = "refundRequest."
+
+
+class RefundCreateSerializer(serializers.Serializer):
+    """The body of a refund request (documentation: the view checks it field by field, with
+    the WebSocket's rules and texts)."""
+
+    transactionId = serializers.RegexField(
+        r"^[!-~]{1,64}$",
+        help_text="The refund's own id, new in the store (payments and refunds share one id "
+        "space); sending the same request again answers with the same refund",
+    )
+    terminal = serializers.CharField(
+        help_text="The deviceId of a connected terminal of the payment's store"
+    )
+    amount = serializers.RegexField(
+        r"^[0-9]{1,12}(\.[0-9]+)?$",
+        required=False,
+        help_text="A decimal string, greater than zero and at most the refundable amount; "
+        "without it, the whole refundable amount",
+    )
+    currency = serializers.RegexField(
+        r"^[A-Z]{3}$", required=False, help_text="If given, the payment's own currency"
+    )
+    reason = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="Why (at most 200 characters, one line, no card number)",
+    )
+
+
+class RefundErrorSerializer(ErrorSerializer):
+    """An error of a refund request (documentation only)."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            **super().get_fields(),
+            "transactionId": serializers.CharField(
+                required=False, help_text="The refund's id (or the payment's, for a 404)"
+            ),
+            "refundableAmount": serializers.CharField(
+                required=False,
+                help_text="With `amount exceeds the refundable amount`: what may be refunded",
+            ),
+            "originalTransactionId": serializers.CharField(required=False),
+            "status": serializers.CharField(
+                required=False, help_text="The payment's status, when it is not SUCCESS"
+            ),
+            "currency": serializers.CharField(
+                required=False, help_text="The payment's currency, when another was sent"
+            ),
+            "inFlightTransactionId": serializers.CharField(
+                required=False, help_text="What the busy terminal is running"
+            ),
+        }
+
+
+def _refund_body(data: Any) -> tuple[str, dict[str, Any]]:
+    """(the terminal's deviceId, the refund request) from the body; BadRequest naming a field
+    that is missing, unknown or not storable. The service checks the rest."""
+    if not isinstance(data, dict):
+        raise BadRequest("The body must be a JSON object")
+    where = unstorable_text(data)
+    if where is not None:
+        raise BadRequest(f"{where} {UNSTORABLE_TEXT}")
+    for key in data:
+        if key not in REFUND_BODY_FIELDS:
+            raise BadRequest(f"{key} is not a known field (known: {', '.join(REFUND_BODY_FIELDS)})")
+    for key in ("transactionId", "terminal"):
+        if data.get(key) in (None, ""):
+            raise BadRequest(f"{key} is required")
+    terminal = data["terminal"]
+    if not isinstance(terminal, str):
+        raise BadRequest("terminal must be a string: the terminal's deviceId")
+    refund_request = {key: data[key] for key in REFUND_BODY_FIELDS if key in data}
+    del refund_request["terminal"]
+    return terminal, refund_request
+
+
+def _deliver(outbox: Outbox) -> None:
+    """Send what the refund published; a refused forward fails the refund (and says so)."""
+    failures = deliver_sync(outbox)
+    if failures:
+        again = Outbox()
+        for on_fail in failures:
+            on_fail(again)
+        deliver_sync(again)
+
+
+REFUND_409 = (
+    "`Only a successful payment can be refunded` (with the payment's `status`), "
+    "`Terminal is busy` (`inFlightTransactionId`), or `transactionId already used with "
+    "different details`"
+)
+REFUND_400 = (
+    "A field is missing or refused (`message` names it, e.g. `terminal is required`), "
+    "`amount exceeds the refundable amount` (with `refundableAmount`), `currency does not "
+    "match the original payment`, or several of your stores have this transactionId "
+    "(`store`)"
+)
+
+
+class TransactionRefundsView(ApiView, APIView):
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        operation_id="transactions_refunds_create",
+        tags=["transactions"],
+        summary="Refund a payment",
+        description=(
+            "Starts a refund of a SUCCESS payment of your stores on a connected terminal of "
+            "its store, as a desktop's `refund` over the WebSocket does (contract section 9): "
+            "stored, then forwarded to the terminal as `refundRequest`; its result arrives "
+            "from the terminal like a payment's (read it here, by the refund's transactionId). "
+            "Several partial refunds are allowed, never adding up to more than the payment. "
+            "Answers 202 with the refund (IN_PROGRESS); the same request again answers 200 "
+            "with the same refund, in flight or finished. Needs a manager of the store. When "
+            "several of your stores use this transactionId, name one with `store`."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "transaction_id",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                description="The payment's transactionId",
+            ),
+            STORE_PARAMETER,
+        ],
+        request=RefundCreateSerializer,
+        responses={
+            202: OpenApiResponse(TransactionSerializer, description="The refund, forwarded"),
+            200: OpenApiResponse(
+                TransactionSerializer,
+                description="The same request again: the same refund as it is now",
+            ),
+            400: OpenApiResponse(RefundErrorSerializer, description=REFUND_400),
+            401: error_responses()[401],
+            403: OpenApiResponse(
+                RefundErrorSerializer, description="Not a manager of the payment's store"
+            ),
+            404: OpenApiResponse(
+                RefundErrorSerializer,
+                description="`Transaction not found` (unknown, another store's, or a refund: "
+                "the same answer), or `Terminal connection not found` (no such terminal in "
+                "the store, or not connected)",
+            ),
+            409: OpenApiResponse(RefundErrorSerializer, description=REFUND_409),
+            415: OpenApiResponse(ErrorSerializer, description="The body is not JSON"),
+            429: error_responses()[429],
+        },
+    )
+    def post(self, request, transaction_id: str):
+        payment = selectors.payment_to_refund(
+            user=request.user,
+            transaction_id=transaction_id,
+            store=request.query_params.get("store") or None,
+        )
+        require_manager(request, payment.group_id, "refund its payments")
+        terminal, refund_request = _refund_body(request.data)
+        outbox = Outbox()
+        try:
+            outcome = payments.refund_start(
+                group_id=payment.group_id,
+                terminal_id=terminal,
+                refund_request={
+                    **refund_request,
+                    "originalTransactionId": payment.transaction_id,
+                },
+                outbox=outbox,
+                user=request.user,
+                source=EventSource.API,
+                device_id_only=True,
+            )
+        except BadRequest as exc:
+            if exc.message.startswith(_SERVICE_ROOT):
+                raise BadRequest(exc.message.removeprefix(_SERVICE_ROOT), **exc.extra) from None
+            raise
+        transaction.on_commit(lambda: _deliver(outbox))
+        created = isinstance(outcome, PaymentAccepted) and not outcome.duplicate
+        refund = selectors.transaction_list(user=request.user).get(
+            group_id=payment.group_id, transaction_id=refund_request["transactionId"]
+        )
+        return Response(TransactionSerializer(refund).data, status=202 if created else 200)
+
+    @extend_schema(exclude=True)
+    def get(self, request, transaction_id: str):
+        # A transactionId may hold slashes: "A/refunds" is a payment's id, not this endpoint.
+        detail = TransactionViewSet.as_view({"get": "retrieve"})
+        return detail(request._request, transaction_id=f"{transaction_id}/refunds")
+
+
 # Mounted under /api/ beside the router's endpoints.
+# The refunds' URL comes before the router's (see posgateway/urls.py): the detail route's
+# transactionId may hold slashes and would take ".../refunds/" for an id.
 urlpatterns = [
+    re_path(
+        r"^transactions/(?P<transaction_id>.+)/refunds/$",
+        TransactionRefundsView.as_view(),
+        name="transaction-refunds",
+    ),
     path("reports/daily/", DailyReportView.as_view(), name="daily-report"),
     path("reports/daily/export/", DailyReportExportView.as_view(), name="daily-report-export"),
 ]

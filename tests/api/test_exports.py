@@ -18,7 +18,8 @@ pytestmark = pytest.mark.django_db
 
 CONTRACT_COLUMNS = (
     "transactionId,store,terminal,desktop,status,amount,currency,paymentMethod,"
-    "authorizationCode,orderId,customerId,createdAt,completedAt,businessDate,late,errorMessage"
+    "authorizationCode,orderId,customerId,createdAt,completedAt,businessDate,late,errorMessage,"
+    "type,originalTransactionId,refundedAmount"
 )
 
 
@@ -78,6 +79,9 @@ def test_a_row_holds_decimal_strings_utc_times_and_the_local_business_date(store
         "businessDate": "2024-03-10",
         "late": "true",
         "errorMessage": "",
+        "type": "PAYMENT",
+        "originalTransactionId": "",
+        "refundedAmount": "0.00",
     }
 
 

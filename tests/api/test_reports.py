@@ -68,6 +68,9 @@ def test_daily_figures_from_crafted_payments(store_a, api_a):
             "cancelledCount": 1,
             "timeoutCount": 1,
             "lateCount": 2,
+            "refundCount": 0,
+            "refundedAmount": "0.00",
+            "netAmount": "100000000.29",
         },
         {
             "date": "2024-03-10",
@@ -81,6 +84,9 @@ def test_daily_figures_from_crafted_payments(store_a, api_a):
             "cancelledCount": 0,
             "timeoutCount": 0,
             "lateCount": 0,
+            "refundCount": 0,
+            "refundedAmount": "0",
+            "netAmount": "1750",
         },
         {
             "date": "2024-03-11",
@@ -94,6 +100,9 @@ def test_daily_figures_from_crafted_payments(store_a, api_a):
             "cancelledCount": 0,
             "timeoutCount": 0,
             "lateCount": 0,
+            "refundCount": 0,
+            "refundedAmount": "0.00",
+            "netAmount": "3.00",
         },
     ]
 
@@ -163,7 +172,7 @@ def test_csv_variant_has_the_same_figures_in_the_contracts_columns(store_a, api_
     text = b"".join(response.streaming_content).decode()
     assert text.splitlines()[0] == (
         "date,store,currency,count,succeededCount,succeededAmount,declinedCount,failedCount,"
-        "cancelledCount,timeoutCount,lateCount"
+        "cancelledCount,timeoutCount,lateCount,refundCount,refundedAmount,netAmount"
     )
     exported = list(csv.DictReader(io.StringIO(text)))
     assert exported == [{k: str(v) for k, v in row.items()} for row in report(api_a)]

@@ -10,7 +10,8 @@ from rest_framework.test import APIClient
 
 pytestmark = pytest.mark.django_db
 
-# Every endpoint of the API (tests/api/test_schemathesis.py fuzzes each one).
+# Every endpoint that reads (GET), and every one that writes with its method
+# (tests/api/test_schemathesis.py fuzzes each one).
 ENDPOINTS = [
     "/api/groups/",
     "/api/groups/{slug}/",
@@ -28,9 +29,11 @@ ENDPOINTS = [
     "/api/terminal-requests/",
     "/api/terminal-requests/{id}/",
 ]
+WRITES = {"/api/transactions/{transaction_id}/refunds/": "post"}
 
 TRANSACTION_FILTERS = {
     "store",
+    "type",
     "status",
     "terminal",
     "desktop",
@@ -63,9 +66,10 @@ def test_schema_is_public_and_valid_openapi_3(schema):
 
 
 def test_schema_lists_every_endpoint(schema):
-    assert set(schema["paths"]) == set(ENDPOINTS)
-    # Read-only: nothing but GET.
-    assert {method for ops in schema["paths"].values() for method in ops} == {"get"}
+    assert set(schema["paths"]) == set(ENDPOINTS) | set(WRITES)
+    # Reads are GET only; the one write is POST only.
+    for path, operations in schema["paths"].items():
+        assert set(operations) == {WRITES.get(path, "get")}, path
 
 
 def test_every_filter_of_the_contract_is_documented(schema):
@@ -110,13 +114,20 @@ def test_every_error_is_documented_in_the_one_error_shape(schema):
     error = schema["components"]["schemas"]["Error"]
     assert {"error", "message"} <= set(error["required"])
     for path, operations in schema["paths"].items():
-        responses = operations["get"]["responses"]
-        expected = {"200", "401", "429"}
-        expected |= {"404"} if "{" in path else {"400"}
+        if path in WRITES:
+            responses = operations[WRITES[path]]["responses"]
+            expected = {"200", "202", "400", "401", "403", "404", "409", "429"}
+            assert responses["202"]["content"]["application/json"]["schema"]["$ref"] == (
+                "#/components/schemas/Transaction"
+            )
+        else:
+            responses = operations["get"]["responses"]
+            expected = {"200", "401", "429"}
+            expected |= {"404"} if "{" in path else {"400"}
         assert expected <= set(responses), path
-        for code in expected - {"200"}:
+        for code in {code for code in expected if code >= "400"}:
             ref = responses[code]["content"]["application/json"]["schema"]["$ref"]
-            assert ref == "#/components/schemas/Error"
+            assert ref in ("#/components/schemas/Error", "#/components/schemas/RefundError")
 
 
 def test_exports_are_documented_as_csv(schema):

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 
 from payments.models import TransactionStatus
 from tests.api.conftest import make_payment
-from tests.api.test_schema import ENDPOINTS
+from tests.api.test_schema import ENDPOINTS, WRITES
 from tests.api.test_sessions_api import make_request, make_session
 from tests.api.test_transactions import pay_through_services
 
@@ -79,7 +79,7 @@ def auth_header(staff_a) -> dict[str, str]:
 
 # Every operation the schema has (test_schema checks this is all of them). The pytest plugin's
 # own parametrisation is not used: its lazy-fixture mode does not run on pytest 9.2.
-OPERATIONS = ENDPOINTS
+OPERATIONS = [*ENDPOINTS, *WRITES]
 
 
 # Requests sent per (operation, generation mode) in this run; the last test reports the sum.
@@ -95,7 +95,7 @@ def test_every_operation_is_fuzzed(api_schema):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("path", OPERATIONS)
 def test_api_answers_generated_requests_within_its_schema(api_schema, auth_header, path, mode):
-    operation = api_schema[path]["GET"]
+    operation = api_schema[path][WRITES.get(path, "get").upper()]
 
     @settings(
         max_examples=30,

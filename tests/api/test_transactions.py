@@ -43,6 +43,8 @@ def test_list_shows_a_payment_as_accounting_reads_it(store_a, api_a):
 
     assert payment == {
         "transactionId": "ORDER-77",
+        "type": "PAYMENT",
+        "originalTransactionId": None,
         "store": "store-a",
         "terminal": "TERM-1",
         "terminalRef": "TERM-1",
@@ -50,6 +52,10 @@ def test_list_shows_a_payment_as_accounting_reads_it(store_a, api_a):
         "status": "DECLINED",
         "amount": "12.30",
         "currency": "USD",
+        "refundedAmount": "0.00",
+        "overRefunded": False,
+        "reason": None,
+        "initiatedBy": None,
         "paymentMethod": "CARD",
         "authorizationCode": "",
         "errorMessage": "Insufficient funds",
@@ -177,6 +183,8 @@ def test_ordering(varied, api_a, query, expected):
         ("date_to=9999-12-31", "date_to"),
         ("status=success", "status"),
         ("status=BOGUS", "status"),
+        ("type=refund", "type"),
+        ("type=SALE", "type"),
         ("currency=eur", "currency"),
         ("currency=XYZ", "currency"),
         ("ordering=password", "ordering"),
