@@ -24,12 +24,27 @@ def pytest_configure(config):
 _HEAVY = ("e2e", "production", "browser", "node")
 
 
+def _deselect_production_pass_only(config, items) -> None:
+    """Tests marked production_pass_only (scenario 6's smoke run, races that need PostgreSQL's
+    test database) belong to the PostgreSQL + Redis pass of the suite: the embedded pass leaves
+    them out rather than run them twice or skip them (they are deselected, not skipped)."""
+    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        return
+    kept = [item for item in items if "production_pass_only" not in item.keywords]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (the Makefile: --dist loadfile --no-loadscope-reorder) the modules that
+    """The production_pass_only tests are left out of the embedded pass.
+
+    Under pytest-xdist (the Makefile: --dist loadfile --no-loadscope-reorder) the modules that
     start real servers come first, in their own order, and the quick ones after: a worker done
     with its last slow module then fills in with quick ones instead of the other still starting
     one. The order within a module is kept; a run in one process keeps the order it had."""
+    _deselect_production_pass_only(config, items)
     if not hasattr(config, "workerinput"):
         return
     heavy = {item.path for item in items if any(item.get_closest_marker(m) for m in _HEAVY)}

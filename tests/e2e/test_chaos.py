@@ -1,10 +1,12 @@
 """Payments under faults (issue 3, "Proven under faults").
 
-The chaos test runs thousands of payments over two daphne processes sharing PostgreSQL and the
-test's own redis-server, while sockets are cut, one process is killed and Redis is restarted;
-then it checks, in the database and against what every client saw, that nothing was lost,
-doubled or left hanging. A shorter test shows the gateway serving again after PostgreSQL (or
-SQLite) refused a query; test_dependencies.py has Redis and the database going away.
+The chaos test runs thousands of payments, and refunds of some of them, over two daphne
+processes sharing PostgreSQL and the test's own redis-server, while sockets are cut, one process
+is killed and Redis is restarted; then it checks, in the database and against what every client
+saw, that nothing was lost, doubled or left hanging, and that no payment's refunds add up to
+more than it unless a late success explains it. A shorter test shows the gateway serving again
+after PostgreSQL (or SQLite) refused a query; test_dependencies.py has Redis and the database
+going away.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ Frame = dict[str, Any]
 
 FAILED_TO_PROCESS = {"error": "Internal Server Error", "message": "Failed to process message"}
 FINAL = {"SUCCESS", "DECLINED", "FAILED", "CANCELLED", "TIMEOUT"}
+EXCEEDS = "amount exceeds the refundable amount"
 
 
 # --- A redis-server of the test's own, to stop and start at will --------------------------------
@@ -370,19 +374,35 @@ class Peer:
                 await asyncio.wait_for(ws.close(), 2)
 
 
+ANSWERS = ("paymentAccepted", "paymentComplete", "refundAccepted", "refundComplete")
+
+
 def payment_answer(reply_to: str) -> Callable[[Frame], bool]:
+    """What answers a payment's (or a refund's) request, or a status request about it."""
+
     def answers(frame: Frame) -> bool:
         if frame.get("transactionId") != reply_to:
             return False
         if "error" in frame:
-            return frame.get("requestAction") in ("payment", "getTransactionStatus")
-        return frame.get("action") in ("paymentAccepted", "paymentComplete", "transactionStatus")
+            return frame.get("requestAction") in ("payment", "refund", "getTransactionStatus")
+        return frame.get("action") in (*ANSWERS, "transactionStatus")
 
     return answers
 
 
+def outcome(frame: Frame) -> Frame:
+    """A paymentComplete's paymentResponse, a refundComplete's refundResponse."""
+    return frame.get("paymentResponse") or frame["refundResponse"]
+
+
+# Of the transactions a desktop starts, this share are refunds of its own successful payments.
+REFUND_SHARE = 0.12
+
+
 class Desktop(Peer):
-    """A POS: pays in a loop, never gives a payment up, acks results it has without gaps."""
+    """A POS: pays in a loop, now and then refunds one of its successful payments (a refund
+    that does not fit is refused: that is its result), never gives a payment up, acks results
+    it has without gaps."""
 
     def __init__(self, *args: Any, terminal_id: str, payment_timeout: float, **kw: Any):
         super().__init__(*args, **kw)
@@ -400,6 +420,10 @@ class Desktop(Peer):
         self.redeliveries = 0
         self.duplicate_accepts = 0
         self.abandoned: list[str] = []
+        self.amounts: dict[str, str] = {}
+        self.paid: list[str] = []  # its successful payments, to refund
+        self.refunds: dict[str, tuple[str, str | None]] = {}  # tid: (payment, amount asked)
+        self.refused: dict[str, Frame] = {}  # refunds that did not fit, with the error
 
     def on_connected(self) -> None:
         # Frames before the first pong are the gateway's redelivery of unacknowledged results.
@@ -411,7 +435,7 @@ class Desktop(Peer):
         if action == "pong":
             self.in_backlog = False
             self._ack()
-        elif action == "paymentComplete":
+        elif action in ("paymentComplete", "refundComplete"):
             seq = frame["seq"]
             if self.in_backlog or seq in self.seqs:
                 self.redeliveries += 1
@@ -439,25 +463,71 @@ class Desktop(Peer):
         n = 0
         while self.stats.more() and not self.stopping:
             n += 1
+            if self.paid and self.rng.random() < REFUND_SHARE:
+                await self.refund_some(n)
+                continue
             # S: approved, D: declined, T: never answered, L: answered late, C: cancelled.
             kind = self.rng.choices("SDTLC", weights=[84, 8, 3, 2, 3])[0]
             tid = f"{self.device_id}.{n:04d}{kind}"
             self.stats.started += 1
             self.started.append(tid)
             await self.one_payment(tid, kind)
+            if self.final_status(tid) == "SUCCESS":
+                self.paid.append(tid)
 
-    async def one_payment(self, tid: str, kind: str) -> None:
+    def final_status(self, tid: str) -> str | None:
+        if tid in self.status_results:
+            return self.status_results[tid]
+        frames = self.results.get(tid)
+        return outcome(max(frames, key=lambda f: f["seq"]))["status"] if frames else None
+
+    async def refund_some(self, n: int) -> None:
+        """Refund one of its recent successful payments: part of it, what is left of it, or
+        more than it (refused). The terminal answers by the kind, as for payments; after one
+        answered late (L: after its timeout), what is left is refunded at once, so that the
+        late success takes the refunds over the payment (recorded, and flagged)."""
+        payment = self.rng.choice(self.paid[-4:])
+        paid = Decimal(self.amounts[payment])
+        pick = self.rng.random()
+        if pick < 0.2:
+            amount = None  # what is left
+        elif pick < 0.3:
+            amount = f"{paid + Decimal('0.01'):.2f}"  # more than the payment
+        else:
+            amount = f"{Decimal(self.rng.randint(1, max(1, int(paid * 60)))) / 100:.2f}"
+        kind = self.rng.choices("SDTL", weights=[84, 8, 2, 6])[0]
+        tid = f"{self.device_id}.{n:04d}R{kind}"
+        await self.one_refund(tid, payment, amount)
+        if kind == "L" and tid not in self.refused:
+            await self.one_refund(f"{self.device_id}.{n:04d}RFS", payment, None)
+
+    async def one_refund(self, tid: str, payment: str, amount: str | None) -> None:
+        request = {"transactionId": tid, "originalTransactionId": payment}
+        if amount is not None:
+            request["amount"] = amount
+        self.refunds[tid] = (payment, amount)
+        self.stats.started += 1
+        self.started.append(tid)
+        frame = {"action": "refund", "terminalId": self.terminal_id, "refundRequest": request}
+        await self.one_payment(tid, tid[-1], frame)
+        if tid in self.refused:
+            self.started.remove(tid)  # never stored
+
+    async def one_payment(self, tid: str, kind: str, frame: Frame | None = None) -> None:
+        """Start a payment (or the refund ``frame``) and see it through to its result."""
         loop = asyncio.get_running_loop()
-        frame = {
-            "action": "payment",
-            "terminalId": self.terminal_id,
-            "paymentRequest": {
-                "transactionId": tid,
-                "amount": f"{self.rng.randint(1, 99999) / 100:.2f}",
-                "currency": "EUR",
-                "paymentMethod": "CARD",
-            },
-        }
+        if frame is None:
+            self.amounts[tid] = f"{self.rng.randint(1, 99999) / 100:.2f}"
+            frame = {
+                "action": "payment",
+                "terminalId": self.terminal_id,
+                "paymentRequest": {
+                    "transactionId": tid,
+                    "amount": self.amounts[tid],
+                    "currency": "EUR",
+                    "paymentMethod": "CARD",
+                },
+            }
         give_up = loop.time() + 45
         stored = False
         ask_status = False
@@ -481,6 +551,9 @@ class Desktop(Peer):
             except (ConnectionError, TimeoutError):
                 continue
             if "error" in reply:
+                if reply.get("message") == EXCEEDS and reply.get("requestAction") == "refund":
+                    self.refused[tid] = reply  # a refund that does not fit: its final answer
+                    return
                 if reply.get("message") == "Transaction not found":
                     stored = False  # never stored: pay again
                 elif reply.get("message") != "Terminal connection not found" and not (
@@ -491,7 +564,7 @@ class Desktop(Peer):
                 await asyncio.sleep(0.1)
                 continue
             stored = True
-            if reply["action"] == "paymentComplete":
+            if reply["action"] in ("paymentComplete", "refundComplete"):
                 break
             if reply["action"] == "transactionStatus":
                 if reply["status"] in FINAL:
@@ -523,7 +596,8 @@ class Desktop(Peer):
 
 
 class Terminal(Peer):
-    """A payment terminal: answers by the kind its transactionId ends with, idempotently."""
+    """A payment terminal: answers payments and refunds by the kind their transactionId ends
+    with, idempotently."""
 
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
@@ -534,6 +608,7 @@ class Terminal(Peer):
         self.cancels: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.resent_received = 0
         self.trace: dict[str, list[str]] = defaultdict(list)
+        self.refund_tids: set[str] = set()
 
     def note(self, tid: str, what: str) -> None:
         self.trace[tid].append(f"{dt.datetime.now():%H:%M:%S.%f} {what} (conn {self.generation})")
@@ -548,8 +623,10 @@ class Terminal(Peer):
 
     def on_frame(self, frame: Frame) -> None:
         action = frame.get("action")
-        if action == "paymentRequest":
-            tid = frame["paymentRequest"]["transactionId"]
+        if action in ("paymentRequest", "refundRequest"):
+            tid = frame[action]["transactionId"]
+            if action == "refundRequest":
+                self.refund_tids.add(tid)
             resent = frame.get("resent") is True
             self.resent_received += resent
             self.received.append((tid, resent))
@@ -571,6 +648,8 @@ class Terminal(Peer):
             # C is cancelled by the desktop.
             await self.cancels[tid].wait()
             status = "SUCCESS" if kind == "L" else "CANCELLED"
+            if tid in self.refund_tids:  # after the desktop refunded what was left
+                await asyncio.sleep(self.rng.uniform(0.3, 0.8))
         else:
             await asyncio.sleep(self.rng.uniform(0, 0.03))
             status = "SUCCESS" if kind == "S" else "DECLINED"
@@ -584,9 +663,10 @@ class Terminal(Peer):
 
     def response(self, tid: str) -> Frame:
         status = self.answers[tid]
+        root = "refundResponse" if tid in self.refund_tids else "paymentResponse"
         return {
-            "action": "paymentResponse",
-            "paymentResponse": {
+            "action": root,
+            root: {
                 "transactionId": tid,
                 "status": status,
                 "authorizationCode": f"A{abs(hash(tid)) % 1000000:06d}"
@@ -608,6 +688,7 @@ CHAOS_ENV = {
     "SWEEP_INTERVAL_S": "0.2",
     "LOG_LEVEL": "WARNING",
 }
+# PAYMENTS: transactions started, refunds (REFUND_SHARE of them) included.
 STORES, PAIRS_PER_STORE, PAYMENTS = 4, 5, 2000
 # Setup and payments end within this; settling, checks and teardown take the rest of the 175 s.
 DEADLINE_S = 145
@@ -669,7 +750,7 @@ async def _chaos(
             victim = servers[index]
             await asyncio.to_thread(victim.kill)
             log.append(
-                f"{now()} killed daphne on port {victim.port} after {stats.started} payments"
+                f"{now()} killed daphne on port {victim.port} after {stats.started} transactions"
             )
             await asyncio.sleep(0.5)
             servers[index] = await asyncio.to_thread(restart, victim)
@@ -678,7 +759,7 @@ async def _chaos(
             redis_restarted = True
             began = time.time()
             await asyncio.to_thread(redis.stop)
-            log.append(f"{now()} stopped redis after {stats.started} payments")
+            log.append(f"{now()} stopped redis after {stats.started} transactions")
             await asyncio.sleep(1)
             await asyncio.to_thread(redis.start)
             stats.outage = (began, time.time())
@@ -690,7 +771,8 @@ async def _chaos(
 
 @pytest.mark.timeout(175)
 async def test_payments_survive_drops_a_killed_process_and_a_redis_restart(tmp_path):
-    """2,000+ payments under faults: none lost, none doubled, none left hanging."""
+    """2,000+ payments and refunds under faults: none lost, none doubled, none left hanging,
+    no payment refunded beyond its amount but by a late success (flagged)."""
     rng = random.Random(20260)
     phases: dict[str, float] = {}
     clock = time.monotonic()
@@ -753,7 +835,9 @@ async def test_payments_survive_drops_a_killed_process_and_a_redis_restart(tmp_p
                 await asyncio.wait_for(asyncio.gather(*(d.pay_loop() for d in desktops)), run_limit)
             except TimeoutError:
                 # Too slow a machine: what was done is still checked, the count then fails.
-                print(f"\nchaos: stopped at {run_limit:.0f} s, {stats.started} payments started")
+                print(
+                    f"\nchaos: stopped at {run_limit:.0f} s, {stats.started} transactions started"
+                )
             finally:
                 finished.set()
                 chaos_log = await asyncio.wait_for(chaos, 30)
@@ -878,7 +962,8 @@ def _check(
     hanging = [(slug, tid, status) for slug, tid, status, *_ in rows if status not in FINAL]
     problems += [f"still in flight: {h}" for h in hanging]
 
-    # Exactly the payments the desktops started, each stored once in its store.
+    # Exactly the payments and refunds the desktops started (not those refused), each stored
+    # once in its store.
     stored = Counter((slug, tid) for slug, tid, *_ in rows)
     doubled_rows = [key for key, count in stored.items() if count > 1]
     started = {(d.store, tid) for d in desktops for tid in d.started}
@@ -894,7 +979,7 @@ def _check(
     for slug, tid, status, _late, desktop_id, _terminal_id in rows:
         desktop = by_desktop[(slug, desktop_id)]
         frames = sorted(desktop.results.get(tid, []), key=lambda f: f["seq"])
-        seen = frames[-1]["paymentResponse"]["status"] if frames else None
+        seen = outcome(frames[-1])["status"] if frames else None
         if status in FINAL and status not in (seen, desktop.status_results.get(tid)):
             lost.append(f"{slug}/{tid}: {status} in the database, desktop saw {seen}")
     # Every result pushed (a numbered DesktopMessage) reached the desktop and was acknowledged.
@@ -925,8 +1010,25 @@ def _check(
                 f"stored {status_of.get((key[0], tid))}; {history(deployment, key[0], tid)}; "
                 f"terminal: {terminal.trace[tid]}; connections: {terminal.connections[-8:]}"
             )
+    # Each result numbered once (a late one once more) and received under its own seqs only.
+    numbered = query(
+        deployment,
+        "SELECT g.slug, t.transaction_id, array_agg(m.seq ORDER BY m.seq) "
+        "FROM payments_desktopmessage m JOIN payments_transaction t ON t.id = m.transaction_id "
+        "JOIN terminals_group g ON g.id = t.group_id GROUP BY g.slug, t.transaction_id",
+    )
+    seqs_of = {(slug, tid): seqs for slug, tid, seqs in numbered}
+    for slug, tid, status, late, desktop_id, _terminal_id in rows:
+        seqs = seqs_of.get((slug, tid), [])
+        got = {f["seq"] for f in by_desktop[(slug, desktop_id)].results.get(tid, [])}
+        if len(seqs) != (2 if late else 1) or not got <= set(seqs):
+            duplicates.append(
+                f"{slug}/{tid} ({status}, late={late}): results numbered {seqs}, desktop got "
+                f"{sorted(got)}; {history(deployment, slug, tid)}"
+            )
     problems += lost
     problems += duplicates
+    refund_counts = _check_refunds(deployment, desktops, rows, problems)
 
     # No 500s: "Internal Server Error" only while Redis was down.
     outage_from, outage_to = stats.outage or (0.0, 0.0)
@@ -954,13 +1056,14 @@ def _check(
     statuses = Counter(status for _, _, status, *_ in rows)
     late = sum(1 for row in rows if row[3])
     counts = (
-        f"payments={len(rows)} succeeded={statuses['SUCCESS']} declined={statuses['DECLINED']} "
+        f"transactions={len(rows)} succeeded={statuses['SUCCESS']} "
+        f"declined={statuses['DECLINED']} "
         f"timeouts={statuses['TIMEOUT']} cancelled={statuses['CANCELLED']} "
         f"failed={statuses['FAILED']} late={late} drops={stats.drops} "
         f"reconnects={stats.reconnects} "
         f"redeliveries={sum(d.redeliveries for d in desktops)} "
         f"resent={sum(t.resent_received for t in terminals)} "
-        f"duplicates={len(duplicates) + len(doubled_rows)} lost={len(lost)}"
+        f"duplicates={len(duplicates) + len(doubled_rows)} lost={len(lost)} {refund_counts}"
     )
     print(f"\nchaos: {counts}")
     print(
@@ -975,9 +1078,71 @@ def _check(
         f"close codes={dict(stats.closes)}; connect failures={stats.connect_failures}; "
         f"error frames={dict(error_kinds)}"
     )
-    if len(rows) < PAYMENTS:
-        problems.insert(0, f"only {len(rows)} payments, not {PAYMENTS}")
+    refused = sum(len(d.refused) for d in desktops)
+    if len(rows) + refused < PAYMENTS:
+        problems.insert(0, f"only {len(rows)} transactions and {refused} refusals, not {PAYMENTS}")
     assert not problems, "\n".join(problems[:40])
+
+
+def _check_refunds(
+    deployment: Deployment, desktops: list[Desktop], rows: list[tuple], problems: list[str]
+) -> str:
+    """Refunds of each payment never add up to more than it, unless a late success (the money
+    had moved when the gateway gave the refund up) did it: then the payment is flagged once.
+    A refused refund did not fit and was never stored. Returns the counts, to print."""
+    refunds = query(
+        deployment,
+        "SELECT g.slug, p.transaction_id, p.amount, p.refunded_amount, p.over_refunded, "
+        "       r.transaction_id, r.amount, r.status, r.late "
+        "FROM payments_transaction p JOIN terminals_group g ON g.id = p.group_id "
+        "JOIN payments_transaction r ON r.original_id = p.id",
+    )
+    flagged = query(
+        deployment,
+        "SELECT g.slug, p.transaction_id, p.refunded_amount, p.over_refunded, "
+        "       (SELECT count(*) FROM payments_transactionevent e "
+        "        WHERE e.transaction_id = p.id AND e.kind = 'over_refunded') "
+        "FROM payments_transaction p JOIN terminals_group g ON g.id = p.group_id "
+        "WHERE p.type = 'PAYMENT' AND (p.refunded_amount <> 0 OR p.over_refunded"
+        "      OR EXISTS (SELECT 1 FROM payments_transaction r WHERE r.original_id = p.id))",
+    )
+    of_payment: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+    for slug, payment, *rest in refunds:
+        of_payment[(slug, payment)].append(tuple(rest))
+    over = 0
+    for slug, payment, refunded, over_refunded, events in flagged:
+        found = of_payment.get((slug, payment), [])
+        amount = found[0][0] if found else None
+        succeeded = [(a, late) for *_, a, status, late in found if status == "SUCCESS"]
+        in_time = sum((a for a, late in succeeded if not late), Decimal(0))
+        said = f"{slug}/{payment}: {amount} refunded {refunded}, refunds {found}"
+        if refunded != sum((a for a, _ in succeeded), Decimal(0)):
+            problems.append(f"{said}: refunded is not the sum of the successful refunds")
+        if amount is None or in_time > amount:
+            problems.append(f"{said}: refunds that succeeded in time exceed the payment")
+        if over_refunded != (amount is not None and refunded > amount):
+            problems.append(f"{said}: over_refunded={over_refunded}")
+        if events != (1 if over_refunded else 0):
+            problems.append(f"{said}: {events} over_refunded events")
+        over += over_refunded
+    stored = {(slug, tid) for slug, tid, *_ in rows}
+    refused = 0
+    for desktop in desktops:
+        for tid, frame in desktop.refused.items():
+            refused += 1
+            _, asked = desktop.refunds[tid]
+            left = Decimal(frame.get("refundableAmount", "NaN"))
+            fits = left > 0 if asked is None else Decimal(asked) <= left
+            if fits or (desktop.store, tid) in stored:
+                problems.append(f"{desktop.name} {tid}: asked {asked}, refused {frame}")
+    statuses = Counter(r[-2] for r in refunds)
+    counts = (
+        f"refunds={len(refunds)} refunds succeeded={statuses['SUCCESS']} "
+        f"refunds late={sum(1 for r in refunds if r[-1])} refused={refused} over_refunded={over}"
+    )
+    if not (statuses["SUCCESS"] and refused and over):
+        problems.append(f"too few refunds to say anything: {counts}")
+    return counts
 
 
 async def pay_across(desktop: DeviceClient, terminal: DeviceClient, tid: str) -> None:

@@ -7,11 +7,26 @@ runs. Each test makes its own store.
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import TIMESTAMP, Gateway, finish, pay, status_update, transaction_status
-from tests.e2e.harness import production_deployment
+from tests.e2e.conftest import (
+    TIMESTAMP,
+    DeviceClient,
+    Gateway,
+    finish,
+    pay,
+    status_update,
+    transaction_status,
+)
+from tests.e2e.harness import Server, production_deployment
 
 # server_dependent: two server processes behind one database and Redis, one of them killed.
 pytestmark = [
@@ -142,3 +157,273 @@ async def test_payment_started_on_a_killed_process_times_out_exactly_once(cluste
     await pay(again, terminal, "TERM", "TXN-AFTER")
     complete = await finish(again, terminal, "TXN-AFTER")
     assert complete["seq"] == timed_out["seq"] + 1
+
+
+# --- Refunds of one payment racing from both processes ----------------------------------------
+
+PAID = Decimal("10.00")
+EXCEEDS = "amount exceeds the refundable amount"
+# Each round: one payment of 10.00 EUR, then a refund per amount, all at once, together more
+# than the payment (None: "the whole refundable amount", whatever is left when it is read).
+ROUNDS: list[list[str | None]] = [
+    ["3.00"] * 6,
+    ["4.00", "3.50", "2.50", "2.00", "1.50", "5.00"],
+    ["6.00", None, "3.00", "3.00", "0.01", "9.99"],
+]
+
+
+@dataclass
+class Refund:
+    """One refund of a round and what its starter got back."""
+
+    tid: str
+    terminal_id: str
+    amount: str | None
+    accepted: dict[str, Any] | None = None  # refundAccepted (REST: the 202 body)
+    refused: dict[str, Any] | None = None  # the error frame (REST: the error body)
+    results: list[dict[str, Any]] = field(default_factory=list)  # its refundComplete frames
+
+    def request(self, original: str) -> dict[str, Any]:
+        body = {"transactionId": self.tid, "originalTransactionId": original}
+        if self.amount is not None:
+            body["amount"] = self.amount
+        return body
+
+
+Racer = Callable[[], Awaitable[None]]
+
+
+async def approve_refunds(terminal: DeviceClient, delay: float) -> None:
+    """A terminal that approves every refund it is asked for, after ``delay`` seconds."""
+    while True:
+        request = await terminal.recv_action("refundRequest", timeout=3600)
+        tid = request["refundRequest"]["transactionId"]
+        await asyncio.sleep(delay)
+        response = {"transactionId": tid, "status": "SUCCESS", "authorizationCode": f"R{tid}"}
+        await terminal.send({"action": "refundResponse", "refundResponse": response})
+
+
+def desktop_racer(desktop: DeviceClient, original: str, refund: Refund) -> Racer:
+    """The desktop asks for the refund; accepted, it waits for the result and acks it."""
+
+    async def race() -> None:
+        frame = {"action": "refund", "terminalId": refund.terminal_id}
+        await desktop.send({**frame, "refundRequest": refund.request(original)})
+        while refund.accepted is None:
+            answer = await desktop.recv(15)
+            if answer.get("transactionId") != refund.tid:
+                continue  # terminal status updates and the like
+            if "error" in answer:
+                refund.refused = answer
+                return
+            assert answer["action"] == "refundAccepted", answer
+            refund.accepted = answer
+        complete = await desktop.recv_action("refundComplete", 15, transactionId=refund.tid)
+        refund.results.append(complete)
+        await desktop.send({"action": "ack", "seq": complete["seq"]})
+
+    return race
+
+
+class RefundRace:
+    """A store on both processes: desktops (one per refund of a round), a terminal for the
+    payments (TERM-1) and one per refund (TERM-2 …), every other one on the other process,
+    each approving its refunds after its own short delay."""
+
+    def __init__(self, cluster: tuple[Gateway, Gateway], refunds: int, rest: int = 0) -> None:
+        self.processes = cluster
+        self.store = cluster[0].store(desktops=refunds, terminals=1 + refunds + rest)
+        self.desktops: list[DeviceClient] = []
+        self.terminals: list[DeviceClient] = []
+        self.approving: list[asyncio.Task] = []
+
+    async def connect(self) -> RefundRace:
+        a, b = self.processes
+        for n, key in enumerate(self.store.desktop_keys):
+            self.desktops.append(await (a, b)[n % 2].connect(key))
+        for n, key in enumerate(self.store.terminal_keys):
+            self.terminals.append(await (b, a)[n % 2].connect(key))
+        for n, terminal in enumerate(self.terminals[1:]):
+            self.approving.append(asyncio.create_task(approve_refunds(terminal, 0.03 * n)))
+        return self
+
+    def stop(self) -> None:
+        for task in self.approving:
+            task.cancel()
+
+    async def paid(self, tid: str) -> None:
+        desktop, terminal = self.desktops[0], self.terminals[0]
+        await pay(desktop, terminal, "TERM-1", tid, amount=str(PAID), currency="EUR")
+        complete = await finish(desktop, terminal, tid)
+        await desktop.send({"action": "ack", "seq": complete["seq"]})
+
+    def refunds(self, round_: int, amounts: list[str | None], first_terminal: int = 2):
+        return [
+            Refund(f"RFD-{round_}-{n}", f"TERM-{first_terminal + n}", amount)
+            for n, amount in enumerate(amounts)
+        ]
+
+    async def run(self, original: str, refunds: list[Refund], *others: Racer) -> None:
+        """The desktops' refunds and the ``others`` all at once."""
+        racers = [
+            desktop_racer(d, original, r) for d, r in zip(self.desktops, refunds, strict=True)
+        ]
+        await asyncio.gather(*(race() for race in [*racers, *others]))
+
+    async def settled(self, tid: str) -> dict[str, Any]:
+        """getTransactionStatus of a transaction once it is final."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while True:
+            status = await transaction_status(self.desktops[-1], tid)
+            if status["status"] not in ("PENDING", "IN_PROGRESS") or loop.time() > deadline:
+                return status
+            await asyncio.sleep(0.1)
+
+
+async def check_round(race: RefundRace, original: str, refunds: list[Refund]) -> None:
+    """The accepted refunds fit in the payment, each refused one did not fit (and was told
+    what did), each accepted one succeeded once, and the payment counts exactly those."""
+    taken = sum((Decimal(str(r.accepted["amount"])) for r in refunds if r.accepted), Decimal(0))
+    assert taken <= PAID, refunds
+    for refund in refunds:
+        assert (refund.accepted is None) != (refund.refused is None), refund
+        if refund.refused is None:
+            continue
+        shown = Decimal(refund.refused.get("refundableAmount", "NaN"))
+        # Nothing was refused that fitted: what was left then is at least what is left now.
+        assert shown >= PAID - taken, (refund, refunds)
+        assert shown < Decimal(refund.amount) if refund.amount else shown == 0, refund
+        assert refund.results == [], refund
+        await race.desktops[0].send({"action": "getTransactionStatus", "transactionId": refund.tid})
+        status = await race.desktops[0].recv_error()
+        assert status["message"] == "Transaction not found", status  # never stored
+    for refund in refunds:
+        if refund.accepted is None:
+            continue
+        if refund.accepted.get("action") == "refundAccepted":
+            [result] = refund.results
+            assert result["late"] is False
+            assert result["refundResponse"]["status"] == "SUCCESS"
+            assert result["refundResponse"]["amount"] == refund.accepted["amount"]
+        else:  # started through the REST API: nobody is pushed its result
+            assert (await race.settled(refund.tid))["status"] == "SUCCESS", refund
+    payment = await transaction_status(race.desktops[0], original)
+    assert payment["refundedAmount"] == f"{taken:.2f}"
+    # Each result once: nothing more comes to any desktop.
+    for desktop in race.desktops:
+        assert [f for f in await desktop.frames_until_pong() if "seq" in f] == []
+
+
+def refused_frame(refund: Refund) -> dict[str, Any]:
+    assert refund.refused is not None
+    return {
+        "error": "Bad Request",
+        "message": EXCEEDS,
+        "requestAction": "refund",
+        "transactionId": refund.tid,
+        "refundableAmount": refund.refused.get("refundableAmount"),
+    }
+
+
+async def test_refunds_racing_from_desktops_on_both_processes_never_exceed_the_payment(cluster):
+    race = await RefundRace(cluster, refunds=6).connect()
+    try:
+        # Each round twice: a race between the processes is a matter of milliseconds.
+        for round_, amounts in enumerate(ROUNDS * 2):
+            original = f"PAY-{round_}"
+            await race.paid(original)
+            refunds = race.refunds(round_, amounts)
+
+            await race.run(original, refunds)
+
+            await check_round(race, original, refunds)
+            for refund in refunds:
+                if refund.refused is not None:
+                    assert refund.refused == refused_frame(refund)
+            if amounts == ROUNDS[0]:  # 6 x 3.00 of 10.00: three fit, and 1.00 is left
+                assert sum(r.accepted is not None for r in refunds) == 3, refunds
+                assert {r.refused["refundableAmount"] for r in refunds if r.refused} == {"1.00"}
+    finally:
+        race.stop()
+
+
+# Each round's refunds through the REST API, on top of the desktops' (one per process).
+REST_ROUNDS: list[list[str | None]] = [["3.00", "3.00"], ["2.00", "4.50"], [None, "1.00"]]
+
+
+def rest_post(server: Server, path: str, token: str, body: dict[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{server.url}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw[:300]
+
+
+def rest_racer(server: Server, token: str, original: str, refund: Refund) -> Racer:
+    """A manager's refund through the REST API of one process (its result is not pushed)."""
+
+    async def race() -> None:
+        body: dict[str, Any] = {"transactionId": refund.tid, "terminal": refund.terminal_id}
+        if refund.amount is not None:
+            body["amount"] = refund.amount
+        path = f"/api/transactions/{original}/refunds/"
+        status, answer = await asyncio.to_thread(rest_post, server, path, token, body)
+        if status == 202:
+            refund.accepted = answer
+        else:
+            assert status == 400, (status, answer)
+            refund.refused = answer
+
+    return race
+
+
+async def test_refunds_racing_from_desktops_and_the_rest_api_never_exceed_the_payment(cluster):
+    a, b = cluster
+    race = await RefundRace(cluster, refunds=6, rest=2).connect()
+    try:
+        made = await asyncio.to_thread(
+            a.deployment.manage,
+            "create_staff",
+            f"mgr-{race.store.slug}",
+            "--group",
+            race.store.slug,
+        )
+        token = made.stdout.strip().splitlines()[-1]
+        for round_, amounts in enumerate(ROUNDS):
+            original = f"PAY-{round_}"
+            await race.paid(original)
+            if round_ == 0:
+                path = f"/api/transactions/{original}/refunds/"
+                status, _ = await asyncio.to_thread(rest_post, a.server, path, token, {})
+                if status in (404, 405):
+                    pytest.skip(
+                        f"POST {path} answered {status}: the REST refund endpoint is not "
+                        "on this branch (it is built on branch rest)"
+                    )
+            refunds = race.refunds(round_, amounts)
+            by_rest = race.refunds(round_ + 100, REST_ROUNDS[round_], first_terminal=8)
+            others = [
+                rest_racer(server, token, original, refund)
+                for server, refund in zip((a.server, b.server), by_rest, strict=True)
+            ]
+
+            await race.run(original, refunds, *others)
+
+            for refund in by_rest:
+                if refund.refused is not None:
+                    assert refund.refused["error"] == "Bad Request", refund
+                    assert refund.refused["message"] == EXCEEDS, refund
+            await check_round(race, original, [*refunds, *by_rest])
+    finally:
+        race.stop()
