@@ -93,6 +93,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees the debug pages Django makes below it: JSON under /api/, /terminal-api/.
+    "posgateway.rest.base.JsonErrorPagesMiddleware",
 ]
 
 ROOT_URLCONF = "posgateway.urls"
