@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from rest_framework.authtoken.models import Token
@@ -29,10 +28,10 @@ DEFAULT_KEYS_FILE = ".demo-keys.json"
 
 class Command(BaseCommand):
     help = (
-        "Create the demo store (one desktop, one terminal, a staff login) once, and print its "
-        "keys. Keys are stored hashed, so the demo's are kept in --keys-file (git-ignored, "
-        "readable only by you) and printed again on each run while they still work; --reset "
-        "issues new ones (the old ones stop working)."
+        "Create the demo store (one desktop, one terminal, a staff login) and print its keys. "
+        "Keys are stored hashed: with --keys-file (make run's, git-ignored, readable only by "
+        "you) they are kept there and printed again on each run while they still work, else "
+        "each run issues new ones; --reset issues new ones (the old ones stop working)."
     )
 
     def add_arguments(self, parser):
@@ -40,20 +39,24 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="manager-demo-password")
         parser.add_argument(
             "--keys-file",
-            default=str(Path(settings.BASE_DIR) / DEFAULT_KEYS_FILE),
-            help=f"where the demo's keys are kept (default: {DEFAULT_KEYS_FILE} in the project)",
+            help=(
+                f"where the demo's keys are kept between runs (`make run`: {DEFAULT_KEYS_FILE}); "
+                "without it each run issues new keys"
+            ),
         )
         parser.add_argument("--reset", action="store_true", help="new keys and a new API token")
 
     def handle(self, *args, **options):
-        path = Path(options["keys_file"])
-        kept = None if options["reset"] else _read(path)
+        path = Path(options["keys_file"]) if options["keys_file"] else None
+        kept = None if options["reset"] or path is None else _read(path)
         if kept is not None and _still_valid(kept):
             status = f"kept in {path}"
         else:
             kept = _make(username=options["username"], password=options["password"])
-            _write(path, kept)
-            status = f"new keys, kept in {path} (`make demo-reset` issues new ones)"
+            status = "new keys"
+            if path is not None:
+                _write(path, kept)
+                status = f"new keys, kept in {path} (`make demo-reset` issues new ones)"
         self.stdout.write(f"Demo store '{DEMO_GROUP}' ({status}):")
         for device in kept["devices"]:
             self.stdout.write(f"  {device['type']:<8} {device['deviceId']:<9} key: {device['key']}")
