@@ -228,6 +228,8 @@ LOGIN_REDIRECT_URL = "/dashboard/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# Times to the second in the admin (posgateway/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["posgateway.formats"]
 USE_I18N = True
 USE_TZ = True
 
