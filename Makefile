@@ -3,11 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
+# `PORT=8001 make run` serves the demo on another port.
 PORT ?= 8000
+# The demo's keys, kept between runs (git-ignored, readable only by you); `make demo-reset`.
+DEMO_KEYS ?= .demo-keys.json
 # daphne (default) or uvicorn: `make run SERVER=uvicorn`, `make test-uvicorn`.
 SERVER ?= daphne
 
-.PHONY: install install-run run test test-uvicorn lint format node-deps browser screenshots clean bench bench-smoke
+.PHONY: install install-run run run-port-free demo-reset test test-uvicorn lint format node-deps browser screenshots clean bench bench-smoke
 
 # Two installs, each with its stamp: `make run` needs the server alone (plus the uvicorn extra
 # with SERVER=uvicorn); test, lint, test-uvicorn and bench need the dev extra (test tools and
@@ -52,18 +55,33 @@ browser:
 		else echo "chromium not found: the browser tests will be skipped (a failure under CI=true)"; fi; \
 	fi
 
-run: install-run
+# The demo: the store is made once and its keys kept in $(DEMO_KEYS), printed on each start; a
+# taken port stops it first, before anything is installed, migrated or re-keyed; one line says
+# "ready" with the URLs once the server listens (the server then runs in this shell's place).
+run: run-port-free install-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
-	$(PY) manage.py demo_setup
+	$(PY) manage.py demo_setup --keys-file $(DEMO_KEYS)
+	@$(PYTHON) -m posgateway.backoffice.demo announce-ready $(HOST) $(PORT) $$$$ & \
+	$(SERVE)
+
 ifeq ($(SERVER),uvicorn)
-	DEBUG=$${DEBUG:-1} $(VENV)/bin/uvicorn posgateway.asgi:application --host $(HOST) --port $(PORT) \
-		--backlog 1024 --ws-max-size 1048576 --ws-per-message-deflate false \
-		--timeout-graceful-shutdown 10
+SERVE = DEBUG=$${DEBUG:-1} exec $(VENV)/bin/uvicorn posgateway.asgi:application \
+	--host $(HOST) --port $(PORT) --backlog 1024 --ws-max-size 1048576 \
+	--ws-per-message-deflate false --timeout-graceful-shutdown 10
 else
-	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne --websocket_timeout -1 --websocket_connect_timeout 30 \
-		-e tcp:port=$(PORT):interface=$(HOST):backlog=1024 posgateway.asgi:application
+SERVE = DEBUG=$${DEBUG:-1} exec $(VENV)/bin/daphne --websocket_timeout -1 \
+	--websocket_connect_timeout 30 -e tcp:port=$(PORT):interface=$(HOST):backlog=1024 \
+	posgateway.asgi:application
 endif
+
+run-port-free:
+	@$(PYTHON) -m posgateway.backoffice.demo check-port $(HOST) $(PORT)
+
+# Start the demo over: new keys for its devices and a new API token (the old ones stop working).
+demo-reset: install-run
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo_setup --keys-file $(DEMO_KEYS) --reset
 
 # The suite runs on every core (pytest-xdist), at most 4 workers: each worker starts servers and
 # deployments of its own (tests/e2e/harness.py), so more workers than cores only adds start-ups.

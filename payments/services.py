@@ -891,6 +891,8 @@ def payment_status(*, group_id: int, transaction_id: Any) -> Transaction:
 
 
 # Whether a result up to seq is still unacknowledged (the desktop's ack then moves acked_seq).
+MAX_SEQ = 2**63 - 1  # a BigIntegerField's largest value
+
 _UNACKED_UP_TO = statement(
     "EXISTS (SELECT 1 FROM {DesktopMessage} m WHERE m.{DesktopMessage.device} = %s"
     " AND m.{DesktopMessage.seq} <= %s AND m.{DesktopMessage.acked_at} IS NULL)",
@@ -909,7 +911,9 @@ _ACK_MESSAGES = statement(
 
 def results_ack(*, desktop: Device, seq: Any, outbox: Outbox | None = None) -> None:
     """The desktop has every result up to seq: stop re-sending them."""
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+    # Seqs are 64-bit integers in the database: a bigger one was never sent (and would not
+    # fit in the query's parameter).
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
         raise BadRequest("seq must be a non-negative integer")
     with transaction.atomic():
         if not desktop_seq_acked(

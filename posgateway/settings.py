@@ -93,6 +93,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees the debug pages Django makes below it: JSON under /api/, /terminal-api/.
+    "posgateway.rest.base.JsonErrorPagesMiddleware",
 ]
 
 ROOT_URLCONF = "posgateway.urls"
@@ -226,6 +228,8 @@ LOGIN_REDIRECT_URL = "/dashboard/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# Times to the second in the admin (posgateway/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["posgateway.formats"]
 USE_I18N = True
 USE_TZ = True
 

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
@@ -24,6 +25,8 @@ api.register("terminal-requests", TerminalRequestViewSet, basename="terminal-req
 _public = {"permission_classes": [AllowAny], "authentication_classes": []}
 
 urlpatterns = [
+    # The address `make run` announces: the dashboard (its login first).
+    path("", RedirectView.as_view(pattern_name="dashboard:terminals"), name="home"),
     path("healthz", healthz, name="healthz"),
     path("terminal-api/sync", terminal_api.sync, name="terminal-api-sync"),
     path("terminal-api/async", terminal_api.async_, name="terminal-api-async"),

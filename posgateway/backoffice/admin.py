@@ -14,6 +14,7 @@ the store.
 
 from django.contrib import admin, messages
 from django.db import transaction
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 from rest_framework.authtoken.admin import TokenAdmin
@@ -45,6 +46,23 @@ def _store_pk(obj, path: str) -> int:
     return obj.pk if last == "pk" else getattr(obj, f"{last}_id")
 
 
+_admin_index = admin.site.index
+
+
+def _index(request, extra_context=None):
+    """The admin is for operators: a staff member it shows nothing to (a store's manager or
+    viewer without admin rights) is sent to the dashboard, where their stores are, instead of
+    "You don't have permission to view or edit anything"."""
+    if not request.user.is_superuser and not admin.site.get_app_list(request):
+        messages.info(request, "The admin is for operators: your stores are on the dashboard.")
+        return redirect("dashboard:terminals")
+    return _admin_index(request, extra_context)
+
+
+# Set on the site before its URLs are built (urls.py reads admin.site.urls after autodiscover).
+admin.site.index = _index  # type: ignore[method-assign]
+
+
 class StoreScopedAdmin(admin.ModelAdmin):
     """Rows of a store (``store_field`` is the path to it). A superuser sees and changes all of
     them; anyone else (with the model permission as well) sees the rows of their stores and
@@ -71,6 +89,21 @@ class StoreScopedAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and self._manages(request, obj)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # A page with nothing to edit (every field read-only, no inline to add to) offers no
+        # Save: there would be nothing to save.
+        adminform = context.get("adminform")
+        editable_inlines = any(
+            not isinstance(inline.opts, ReadOnlyInline)
+            and (inline.has_add_permission or inline.has_change_permission)
+            for inline in context.get("inline_admin_formsets", [])
+        )
+        if adminform is not None and not adminform.form.fields and not editable_inlines:
+            context.update(
+                show_save=False, show_save_and_continue=False, show_save_and_add_another=False
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def managed_only(self, request, queryset, what: str):
         """The selected rows the user may change; a message names how many were left alone."""

@@ -140,6 +140,34 @@ def page_not_found(request, exception=None):
     return defaults.page_not_found(request, exception)
 
 
+JSON_PREFIXES = ("/api/", "/terminal-api/")
+
+
+class JsonErrorPagesMiddleware:
+    """Error pages under /api/ and /terminal-api/ are JSON with DEBUG on too.
+
+    With DEBUG, Django answers an unmatched URL and an unhandled exception with its HTML
+    debug pages, bypassing ``handler404``; a client reading these APIs gets the promised
+    ``{"error", "message"}`` instead (the traceback is still in the server's log).
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code in (404, 500)
+            and request.path.startswith(JSON_PREFIXES)
+            and not response.get("Content-Type", "").startswith("application/json")
+            and response.get("Content-Type", "").startswith("text/html")
+        ):
+            if response.status_code == 404:
+                return page_not_found(request)
+            return JsonResponse(error_body(500, "Failed to process the request"), status=500)
+        return response
+
+
 class ErrorSerializer(serializers.Serializer):
     """The one error shape (documentation only)."""
 

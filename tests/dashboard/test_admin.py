@@ -384,3 +384,36 @@ def test_only_superusers_see_or_edit_memberships(manager_a, store_a, store_b):
     assert "memberships-0-role" not in page.content.decode()
     stores = client.get("/admin/terminals/group/").content.decode()
     assert f"/admin/terminals/group/{store_b.group.pk}/change/" not in stores
+
+
+# --- For operators: managers are sent to the dashboard, nothing to edit offers no Save ---------
+
+
+def test_a_staff_manager_without_admin_rights_is_sent_to_the_dashboard(client_a):
+    response = client_a.get("/admin/", follow=True)
+
+    assert response.redirect_chain[0] == ("/dashboard/", 302)
+    assert "The admin is for operators" in response.content.decode()
+
+
+def test_a_superuser_gets_the_admin_index(root):
+    response = logged_in(root).get("/admin/")
+    assert response.status_code == 200
+    assert "Site administration" in response.content.decode()
+
+
+def test_a_page_with_nothing_to_edit_offers_no_save_and_times_show_seconds(root, store_a, run):
+    txn = run.paid(store_a, "ADM-NOSAVE")
+    event = TransactionEvent.objects.filter(transaction=txn).first()
+    client = logged_in(root)
+
+    payment = client.get(f"/admin/payments/transaction/{txn.pk}/change/").content.decode()
+    record = client.get(f"/admin/payments/transactionevent/{event.pk}/change/").content.decode()
+    device = client.get(f"/admin/terminals/device/{store_a.terminal.pk}/change/").content.decode()
+
+    for html in (payment, record):
+        assert 'name="_save"' not in html
+        assert 'name="_continue"' not in html
+    assert 'name="_save"' in device  # its label can be edited
+    created = txn.created_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert created in payment

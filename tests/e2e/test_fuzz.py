@@ -365,6 +365,20 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts(12), inner, max_size=4),
     max_leaves=12,
 )
+# Integers past 64 bits (a database integer's limit), for every integer field of the protocol:
+# each must be a Bad Request (or a value the field may take), never an Internal Server Error.
+beyond_64_bits = st.one_of(
+    st.sampled_from([2**63, 2**64, 10**20, 2**200, -(2**63) - 1, -(10**20)]),
+    st.integers(min_value=2**63, max_value=2**256),
+    st.integers(min_value=-(2**256), max_value=-(2**63) - 1),
+)
+
+
+def integer_field(usual: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """An integer field's values: mostly ``usual``, also past 64 bits and any leaf."""
+    return weighted((3, usual), (1, beyond_64_bits), (1, leaves))
+
+
 mutants = st.one_of(st.sampled_from(NASTY), leaves, json_values, texts(), big_values())
 
 
@@ -457,6 +471,7 @@ amounts = weighted(
     (4, st.sampled_from(AMOUNTS)),
     (1, st.decimals(allow_nan=True, allow_infinity=True).map(str)),
     (1, st.integers()),
+    (1, beyond_64_bits),
     (1, st.floats()),
 )
 currencies = weighted((4, st.sampled_from(CURRENCIES)), (1, texts(4)))
@@ -466,7 +481,7 @@ free_objects = weighted(
     (1, st.fixed_dictionaries({"customerId": st.sampled_from(PANS)})),
 )
 products = st.fixed_dictionaries(
-    {"price": amounts, "quantity": weighted((3, st.integers(-2, 2_000_000)), (1, leaves))},
+    {"price": amounts, "quantity": integer_field(st.integers(-2, 2_000_000))},
     optional={"id": texts(), "name": weighted((3, texts()), (1, long_strings())), "sku": texts()},
 )
 small_products = st.fixed_dictionaries(
@@ -508,7 +523,11 @@ def display_requests() -> st.SearchStrategy[dict[str, Any]]:
         {
             "items": st.lists(
                 st.fixed_dictionaries(
-                    {"name": texts(), "quantity": st.integers(-1, 5), "price": amounts}
+                    {
+                        "name": texts(),
+                        "quantity": integer_field(st.integers(-1, 5)),
+                        "price": amounts,
+                    }
                 ),
                 max_size=3,
             ),
@@ -522,7 +541,7 @@ def display_requests() -> st.SearchStrategy[dict[str, Any]]:
             "requestId": request_ids,
             "lines": st.lists(texts(), max_size=12),
             "cart": cart,
-            "durationMs": st.integers(-1, 400_000),
+            "durationMs": integer_field(st.integers(-1, 400_000)),
         },
     )
 
@@ -534,7 +553,7 @@ def input_requests() -> st.SearchStrategy[dict[str, Any]]:
         optional={
             "requestId": request_ids,
             "options": st.lists(option, max_size=22),
-            "maxInputTimeMs": st.integers(-1, 700_000),
+            "maxInputTimeMs": integer_field(st.integers(-1, 700_000)),
         },
     )
 
@@ -554,7 +573,7 @@ def session_documents() -> st.SearchStrategy[dict[str, Any]]:
             "Type": st.sampled_from(OPERATION_TYPES),
             "Variant": st.sampled_from(["WaitingScreen", "waitingscreen", ""]),
             "UserInterfaceData": st.fixed_dictionaries(
-                {"WaitingScreenTimeoutMs": st.integers(-1, 700_000)}
+                {"WaitingScreenTimeoutMs": integer_field(st.integers(-1, 700_000))}
             ),
         }
     )
@@ -659,7 +678,7 @@ def actions() -> st.SearchStrategy[dict[str, Any]]:
         action("payment", terminalId=terminal_id, paymentRequest=payment_requests()),
         action("cancelPayment", transactionId=transaction_ids),
         action("getTransactionStatus", transactionId=transaction_ids),
-        action("ack", seq=weighted((3, st.integers(-3, 3)), (1, leaves))),
+        action("ack", seq=integer_field(st.integers(-3, 3))),
         action("display", terminalId=terminal_id, displayRequest=display_requests()),
         action("input", terminalId=terminal_id, inputRequest=input_requests()),
         action("paymentResponse", paymentResponse=payment_responses()),

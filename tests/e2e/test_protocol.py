@@ -772,6 +772,19 @@ async def test_acknowledged_results_are_not_resent(gateway: Gateway):
     assert await desktop.frames_until_pong() == []
 
 
+@pytest.mark.parametrize("seq", ["9223372036854775808", "100000000000000000000", "1e20", "-1"])
+async def test_ack_of_a_seq_beyond_64_bits_is_bad_request(gateway: Gateway, seq: str):
+    store = gateway.store()
+    desktop = await gateway.connect(store.desktop)
+
+    await desktop.send(f'{{"action": "ack", "seq": {seq}}}')  # the number exactly as written
+
+    error = await desktop.recv_error()
+    assert_error(error, "Bad Request", "seq must be a non-negative integer")
+    assert error.get("requestAction") == "ack"
+    await desktop.ping()
+
+
 # --- Terminal reconnect, replacement --------------------------------------------------------------
 
 

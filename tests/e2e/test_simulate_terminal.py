@@ -50,7 +50,7 @@ for _ in range({count}):
     out.append([group.slug, desktop, terminal])
 print(json.dumps(out))
 """
-STORES_NEEDED = 11  # one per test
+STORES_NEEDED = 12  # one per test
 
 
 @pytest.fixture(scope="module")
@@ -239,12 +239,12 @@ async def test_late_answers_success_after_the_gateway_gave_up(sim_gateway: Gatew
     assert (stored["status"], stored["late"]) == ("SUCCESS", True)
 
 
-async def test_a_pos_cancel_that_comes_while_approving_is_ignored_once_answered(
-    sim_gateway: Gateway,
-):
+async def test_a_pos_cancel_during_the_delay_is_answered_cancelled(sim_gateway: Gateway):
+    """The simulator reads frames while it "processes" a payment (--delay), as a real terminal
+    does: the POS's cancel ends the payment CANCELLED instead of waiting behind it."""
     store = new_store(sim_gateway)
     desktop = await sim_gateway.connect(store.desktop)
-    async with simulated_terminal(sim_gateway, store.terminal, "approve", delay=1.0) as sim:
+    async with simulated_terminal(sim_gateway, store.terminal, "approve", delay=30) as sim:
         await start_payment(desktop, "SIM-cancel")
         await sim.wait_for_line("paymentRequest SIM-cancel")
         reply = await desktop.request(
@@ -253,15 +253,15 @@ async def test_a_pos_cancel_that_comes_while_approving_is_ignored_once_answered(
         assert reply["forwarded"] is True
 
         done = await complete(desktop, "SIM-cancel")
-        await sim.wait_for_line("SIM-cancel: cancel")  # the cancel reached the simulator
-        assert no_more_results(await desktop.quiet_for(0.5))
+        assert no_more_results(await desktop.quiet_for(0.3))
 
-    assert (done["paymentResponse"]["status"], done["late"]) == ("SUCCESS", False)
+    assert (done["paymentResponse"]["status"], done["late"]) == ("CANCELLED", False)
     stored = await transaction_status(desktop, "SIM-cancel")
-    assert (stored["status"], stored["late"]) == ("SUCCESS", False)
-    assert "answered CANCELLED" not in sim.log()
+    assert (stored["status"], stored["late"]) == ("CANCELLED", False)
+    assert "SIM-cancel: answered CANCELLED" in sim.log()
+    assert "answered SUCCESS" not in sim.log()
     assert "gateway error" not in sim.log()
-    assert "SIM-cancel: cancel ignored (already answered)" in sim.log()
+    assert sim.simulator.handled == 1
 
 
 # --- Refunds, with the bundled client as the POS ------------------------------------------------
@@ -388,3 +388,24 @@ async def test_a_refund_the_simulator_never_answers_times_out(sim_gateway: Gatew
     assert "refund SIM-rt: not answering" in sim.log()
     assert "refund SIM-rt: cancel ignored (not answering)" in sim.log()
     assert "answered" not in sim.log()
+
+
+async def test_a_pos_cancel_of_a_refund_during_the_delay_is_answered_cancelled(
+    sim_gateway: Gateway,
+):
+    store = new_store(sim_gateway)
+    async with pos_client(sim_gateway, store) as pos:
+        await paid_by_simulator(sim_gateway, store, pos, "SIM-paid")
+        async with simulated_terminal(sim_gateway, store.terminal, "approve", delay=30) as sim:
+            await sim.wait_for_line("connected as TERM")
+            await pos.refund("TERM", transaction_id="SIM-rc", original_transaction_id="SIM-paid")
+            await sim.wait_for_line("refundRequest SIM-rc")
+            requested = await pos.cancel("SIM-rc")
+            cancelled = await pos.wait_result("SIM-rc", timeout=10)
+        payment = await pos.status("SIM-paid")
+
+    assert (requested["action"], requested["forwarded"]) == ("cancelRequested", True)
+    assert (cancelled.status, cancelled.is_refund) == ("CANCELLED", True)
+    assert payment["refundedAmount"] == "0.00"
+    assert "refund SIM-rc: answered CANCELLED" in sim.log()
+    assert (sim.simulator.handled, sim.simulator.refunds_handled) == (1, 1)

@@ -539,7 +539,9 @@ def test_ack_beyond_the_last_seq_is_bad_request(run, world):
     assert stored_state() == before
 
 
-@pytest.mark.parametrize("seq", ["1", 1.0, 1.5, True, None, -1, [1], {"seq": 1}])
+@pytest.mark.parametrize(
+    "seq", ["1", 1.0, 1.5, True, None, -1, [1], {"seq": 1}, 2**63, 10**20, -(2**63) - 1]
+)
 def test_ack_with_a_seq_that_is_not_a_non_negative_integer_is_bad_request(run, world, seq):
     three_results(run, world)
     before = stored_state()

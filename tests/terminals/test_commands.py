@@ -290,3 +290,24 @@ def test_demo_setup_run_again_issues_fresh_keys_and_no_duplicate_devices():
     for device_type in ("desktop", "terminal"):
         assert device_for_key(key=first[device_type][1]) is None
         assert device_for_key(key=second[device_type][1]).device_type == device_type
+
+
+def test_demo_setup_with_a_keys_file_keeps_the_keys_until_reset(tmp_path):
+    keys_file = tmp_path / "demo-keys.json"
+    first = manage("demo_setup", "--keys-file", str(keys_file))
+
+    again = manage("demo_setup", "--keys-file", str(keys_file))
+
+    assert demo_keys(again) == demo_keys(first)
+    assert "kept in" in again[0]
+    assert oct(keys_file.stat().st_mode & 0o777) == "0o600"
+    for device_type, (_, key) in demo_keys(again).items():
+        assert device_for_key(key=key).device_type == device_type
+    token = re.search(r"API token: (\S+)", "\n".join(again)).group(1)
+    assert token == re.search(r"API token: (\S+)", "\n".join(first)).group(1)
+
+    reset = manage("demo_setup", "--keys-file", str(keys_file), "--reset")
+
+    for device_type in ("desktop", "terminal"):
+        assert device_for_key(key=demo_keys(first)[device_type][1]) is None
+        assert device_for_key(key=demo_keys(reset)[device_type][1]) is not None

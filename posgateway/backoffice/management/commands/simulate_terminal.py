@@ -101,6 +101,10 @@ class Simulator:
         self.answered = RecentIds()
         # Which requests are refunds: their answers (a cancel's too) are refundResponse.
         self.refunds = RecentIds()
+        # Requests being "processed" (--delay), each in a task of its own, so a cancelPayment
+        # read meanwhile ends it CANCELLED; and every task handling a frame.
+        self.processing: dict[str, asyncio.Task] = {}
+        self.tasks: set[asyncio.Task] = set()
 
     def summary(self) -> str:
         payments = f"{self.handled - self.refunds_handled} payment request(s)"
@@ -147,42 +151,73 @@ class Simulator:
                     await client.close()
 
     async def serve(self, client: GatewayClient, started: float) -> None:
-        while not self.finished(started):
-            try:
-                frame = await client.wait_for(
-                    None,
-                    timeout=1.0,
-                    where=lambda f: f.get("action") in REQUESTS or "error" in f,
-                )
-            except TimeoutError:
-                continue
-            if "error" in frame:
-                self.write(f"gateway error: {frame['error']}: {frame['message']}")
-                continue
-            if frame["action"] in SESSION_FRAMES:
-                await self.on_session_frame(client, frame)
-                continue
-            if frame["action"] == "cancelPayment":
-                await self.on_cancel(client, frame["transactionId"])
-                continue
-            resent = " (resent)" if frame.get("resent") else ""
-            request = frame.get("paymentRequest") or frame["refundRequest"]
-            tid = request["transactionId"]
-            if frame["action"] == "refundRequest":
-                self.refunds.add(tid)
-                self.write(
-                    f"refundRequest {tid}: {request['amount']} {request['currency']} of payment "
-                    f"{request['originalTransactionId']}{resent}"
-                )
-            else:
-                self.write(
-                    f"paymentRequest {tid}: {request['amount']} {request['currency']}{resent}"
-                )
-            if await self.on_request(client, tid, resent=bool(frame.get("resent"))):
-                self.handled += 1
-                self.refunds_handled += tid in self.refunds
-                if self.finished(started):
-                    await asyncio.sleep(0.2)  # let the last answer leave before closing
+        """Read frames and handle each in a task of its own: a cancelPayment that comes while
+        a request is being processed is read at once, not after the request is answered."""
+        try:
+            while not self.finished(started):
+                try:
+                    frame = await client.wait_for(
+                        None,
+                        timeout=0.2,
+                        where=lambda f: f.get("action") in REQUESTS or "error" in f,
+                    )
+                except TimeoutError:
+                    continue
+                if "error" in frame:
+                    self.write(f"gateway error: {frame['error']}: {frame['message']}")
+                elif frame["action"] == "cancelPayment":
+                    await self.on_cancel(client, frame["transactionId"])
+                else:
+                    self.spawn(self.on_frame(client, frame, started))
+            if self.tasks:  # the last answers leave before the connection closes
+                await asyncio.wait(set(self.tasks), timeout=5)
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            self.processing.clear()
+
+    def spawn(self, work) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and isinstance(task.exception(), Exception):
+            exc = task.exception()
+            if not isinstance(exc, ConnectionError):  # a drop: serve() reconnects
+                self.write(f"failed: {exc!r}")
+
+    async def on_frame(self, client: GatewayClient, frame: dict, started: float) -> None:
+        if frame["action"] in SESSION_FRAMES:
+            await self.on_session_frame(client, frame)
+            return
+        resent = " (resent)" if frame.get("resent") else ""
+        request = frame.get("paymentRequest") or frame["refundRequest"]
+        tid = request["transactionId"]
+        if frame["action"] == "refundRequest":
+            self.refunds.add(tid)
+            self.write(
+                f"refundRequest {tid}: {request['amount']} {request['currency']} of payment "
+                f"{request['originalTransactionId']}{resent}"
+            )
+        else:
+            self.write(f"paymentRequest {tid}: {request['amount']} {request['currency']}{resent}")
+        if tid in self.processing:
+            return  # the same request again while it is being processed
+        self.processing[tid] = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            done = await self.on_request(client, tid, resent=bool(frame.get("resent")))
+        finally:
+            self.processing.pop(tid, None)
+        if done:
+            self.count_handled(tid)
+            if self.finished(started):
+                await asyncio.sleep(0.2)  # let the last answer leave before closing
+
+    def count_handled(self, tid: str) -> None:
+        self.handled += 1
+        self.refunds_handled += tid in self.refunds
 
     async def on_request(self, client: GatewayClient, tid: str, *, resent: bool) -> bool:
         """Answer one request; True when this request is done with."""
@@ -213,11 +248,15 @@ class Simulator:
         return True
 
     async def on_cancel(self, client: GatewayClient, tid: str) -> None:
-        if tid in self.waiting_late:
+        if tid in self.processing:  # still in --delay: the customer has not paid yet
+            self.processing.pop(tid).cancel()
+            self.write(f"{self.name(tid)}: cancelled by the POS or the gateway while processing")
+            await self.answer(client, tid, "CANCELLED", error="Cancelled")
+            self.count_handled(tid)
+        elif tid in self.waiting_late:
             self.waiting_late.discard(tid)
             await self.answer(client, tid, "SUCCESS")
-            self.handled += 1
-            self.refunds_handled += tid in self.refunds
+            self.count_handled(tid)
         elif tid in self.not_answering:
             self.write(f"{self.name(tid)}: cancel ignored (not answering)")
         elif tid in self.answered:
