@@ -172,6 +172,7 @@ class EventKind(models.TextChoices):
     DELIVERED = "delivered"
     REFUNDED = "refunded"  # on a payment: one of its refunds succeeded
     OVER_REFUNDED = "over_refunded"  # on a payment: its refunds now exceed it
+    RESOLVED = "resolved"  # a manager marked a needs-attention item resolved, with a note
 
 
 class TransactionEvent(models.Model):

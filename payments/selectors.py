@@ -10,14 +10,24 @@ import datetime as dt
 import functools
 import zoneinfo
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, NamedTuple
 
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.conf import settings
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 
 from payments.exports import money
-from payments.models import IN_FLIGHT_STATUSES, Transaction, TransactionStatus, TransactionType
+from payments.models import (
+    IN_FLIGHT_STATUSES,
+    EventKind,
+    Transaction,
+    TransactionEvent,
+    TransactionStatus,
+    TransactionType,
+)
 from posgateway.core.protocol import TRANSACTION_NOT_FOUND, BadRequest, NotFound
 from terminals.models import Device, DeviceType, Group
 from terminals.selectors import devices_for_user, in_user_stores
@@ -196,7 +206,7 @@ def report_today(stores: QuerySet[Group]) -> dt.date:
 
 
 def daily_totals(
-    *, stores: QuerySet[Group], date_from: dt.date, date_to: dt.date
+    *, stores: QuerySet[Group], date_from: dt.date, date_to: dt.date, by_terminal: bool = False
 ) -> list[dict[str, Any]]:
     """Per store, business date and currency: counts and the succeeded amount of payments,
     the succeeded refunds and what is left of the day's takings after them, summed by the
@@ -205,11 +215,15 @@ def daily_totals(
     A payment or a refund counts on the day it was started, in its store's time zone. Its
     status is its real outcome, so a late SUCCESS (after a timeout) counts as succeeded (and a
     payment as late). A day with neither payments nor succeeded refunds has no row.
+
+    ``by_terminal``: the same figures per terminal too (each row then has ``terminal``, the
+    terminal's deviceId; a refund counts on the terminal it ran on).
     """
     rows: list[dict[str, Any]] = []
     by_zone: dict[str, list[int]] = {}
     for pk, name in stores.values_list("pk", "timezone"):
         by_zone.setdefault(name, []).append(pk)
+    group_by = ("terminal__device_id",) if by_terminal else ()
     for name, store_pks in by_zone.items():
         zone = store_zone(name)
         # A wide index-friendly range first, then the exact local date.
@@ -240,7 +254,7 @@ def daily_totals(
             )
             .annotate(day=TruncDate("created_at", tzinfo=zone))
             .filter(day__gte=date_from, day__lte=date_to)
-            .values("day", "group__slug", "currency")
+            .values("day", "group__slug", "currency", *group_by)
             .annotate(**aggregates)
             .order_by()
         )
@@ -252,6 +266,7 @@ def daily_totals(
                 {
                     "date": row["day"].isoformat(),
                     "store": row["group__slug"],
+                    **({"terminal": row["terminal__device_id"] or ""} if by_terminal else {}),
                     "currency": currency,
                     "count": row["count"],
                     "succeededCount": row["succeededCount"],
@@ -263,7 +278,7 @@ def daily_totals(
                     "netAmount": money(Decimal(gross) - Decimal(refunds), currency),
                 }
             )
-    rows.sort(key=lambda r: (r["date"], r["store"], r["currency"]))
+    rows.sort(key=lambda r: (r["date"], r["store"], r.get("terminal", ""), r["currency"]))
     return rows
 
 
@@ -278,4 +293,173 @@ def terminals_for_user(*, user: Any) -> QuerySet[Device]:
         devices_for_user(user=user)
         .filter(device_type=DeviceType.TERMINAL, is_active=True)
         .prefetch_related(in_flight)
+    )
+
+
+# --- Needs attention -------------------------------------------------------------------------
+
+
+class AttentionCase(StrEnum):
+    """Why a payment or refund needs a person: money may be wrong, or someone must act."""
+
+    LATE_SUCCESS = "late_success"  # the terminal took (or gave back) money after we gave up
+    OVER_REFUNDED = "over_refunded"  # its succeeded refunds add up to more than it
+    STUCK = "stuck"  # still in flight well past its deadline (the sweeper should have ended it)
+
+
+# What the till was told before a late success, in plain words.
+_TOLD = {
+    TransactionStatus.TIMEOUT: "the payment had timed out",
+    TransactionStatus.CANCELLED: "the payment was cancelled",
+    TransactionStatus.FAILED: "the terminal could not be reached",
+}
+
+
+@dataclass(frozen=True)
+class AttentionItem:
+    """One open needs-attention item of a transaction: what happened and what to check."""
+
+    txn: Transaction
+    case: AttentionCase
+    since: dt.datetime
+    what: str
+    check: str
+
+
+def _resolved(case: AttentionCase) -> Exists:
+    return Exists(
+        TransactionEvent.objects.filter(
+            transaction=OuterRef("pk"), kind=EventKind.RESOLVED, detail__case=case.value
+        )
+    )
+
+
+def _event_field(kind: str, field: str) -> Subquery:
+    """A field of the transaction's latest event of ``kind``."""
+    return Subquery(
+        TransactionEvent.objects.filter(transaction=OuterRef("pk"), kind=kind)
+        .order_by("-pk")
+        .values(field)[:1]
+    )
+
+
+def _attention_queryset(queryset: QuerySet[Transaction], now: dt.datetime) -> QuerySet:
+    stuck_before = now - dt.timedelta(seconds=settings.ATTENTION_STUCK_AFTER_S)
+    late = Q(late=True, status=TransactionStatus.SUCCESS)
+    over = Q(over_refunded=True)
+    stuck = Q(status__in=IN_FLIGHT_STATUSES, deadline_at__lt=stuck_before)
+    return (
+        queryset.filter(late | over | stuck)
+        .annotate(
+            resolved_late=_resolved(AttentionCase.LATE_SUCCESS),
+            resolved_over=_resolved(AttentionCase.OVER_REFUNDED),
+            resolved_stuck=_resolved(AttentionCase.STUCK),
+        )
+        .filter(
+            (late & Q(resolved_late=False))
+            | (over & Q(resolved_over=False))
+            | (stuck & Q(resolved_stuck=False))
+        )
+        .annotate(
+            late_from=_event_field(EventKind.LATE_RESULT, "old_status"),
+            late_at=_event_field(EventKind.LATE_RESULT, "created_at"),
+            over_at=_event_field(EventKind.OVER_REFUNDED, "created_at"),
+        )
+    )
+
+
+def _items_of(txn: Any, now: dt.datetime) -> list[AttentionItem]:
+    """The open items of a transaction read by ``_attention_queryset``, in plain words."""
+    items = []
+    amount = f"{money(txn.amount, txn.currency)} {txn.currency}"
+    terminal = txn.terminal.device_id or "the terminal"
+    if txn.late and txn.status == TransactionStatus.SUCCESS and not txn.resolved_late:
+        told = _TOLD.get(txn.late_from, f"it was {txn.late_from or 'finished'}")
+        if txn.is_refund:
+            what = (
+                f"{terminal} paid {amount} back to the card after the till was told {told}"
+                " (refund)."
+            )
+            check = (
+                "Make sure the customer was not refunded twice (in cash or by another refund); "
+                "if so, recover the difference."
+            )
+        else:
+            what = f"{terminal} charged the card {amount} after the till was told {told}."
+            check = (
+                "Ask the cashier whether the customer paid again (a second card payment or "
+                "cash). If so, refund one of the two; if not, the sale is paid."
+            )
+        items.append(
+            AttentionItem(
+                txn, AttentionCase.LATE_SUCCESS, txn.late_at or txn.updated_at, what, check
+            )
+        )
+    if txn.over_refunded and not txn.resolved_over:
+        refunded = f"{money(txn.refunded_amount, txn.currency)} {txn.currency}"
+        items.append(
+            AttentionItem(
+                txn,
+                AttentionCase.OVER_REFUNDED,
+                txn.over_at or txn.updated_at,
+                f"Refunds of {refunded} went back to the card, more than the payment of {amount}.",
+                "Check the refunds with the card acquirer, and recover the difference from the "
+                "customer if they were paid twice.",
+            )
+        )
+    stuck_before = now - dt.timedelta(seconds=settings.ATTENTION_STUCK_AFTER_S)
+    if (
+        txn.status in IN_FLIGHT_STATUSES
+        and txn.deadline_at is not None
+        and txn.deadline_at < stuck_before
+        and not txn.resolved_stuck
+    ):
+        kind = "refund" if txn.is_refund else "payment"
+        items.append(
+            AttentionItem(
+                txn,
+                AttentionCase.STUCK,
+                txn.deadline_at,
+                f"A {kind} of {amount} on {terminal} is still waiting for the terminal, past "
+                "its deadline.",
+                "The gateway ends such a payment as timed out by itself: if it stays, check "
+                "that the gateway is running, and look at the terminal's screen.",
+            )
+        )
+    return items
+
+
+def attention_items(
+    *, user: Any, now: dt.datetime | None = None, limit: int = 200
+) -> list[AttentionItem]:
+    """The open needs-attention items of the user's stores, newest first: late successes
+    (after TIMEOUT, CANCELLED or an unreachable terminal), over-refunded payments, payments
+    stuck past their deadline; each stays until a manager resolves it
+    (``payments.services.attention_resolve``). Two queries."""
+    now = now or dt.datetime.now(dt.UTC)
+    queryset = _attention_queryset(transaction_list(user=user), now)
+    items = [item for txn in queryset[:limit] for item in _items_of(txn, now)]
+    items.sort(key=lambda item: item.since, reverse=True)
+    return items
+
+
+def attention_items_of(*, txn: Transaction, now: dt.datetime | None = None) -> list[AttentionItem]:
+    """The open needs-attention items of one transaction."""
+    now = now or dt.datetime.now(dt.UTC)
+    found = _attention_queryset(
+        Transaction.objects.select_related("terminal").filter(pk=txn.pk), now
+    ).first()
+    return [] if found is None else _items_of(found, now)
+
+
+def attention_resolved(*, user: Any, limit: int = 20) -> list[TransactionEvent]:
+    """The latest items marked resolved in the user's stores, with their note, who and when."""
+    return list(
+        in_user_stores(
+            TransactionEvent.objects.filter(kind=EventKind.RESOLVED).select_related(
+                "transaction__group", "transaction__terminal"
+            ),
+            user=user,
+            field="transaction__group",
+        ).order_by("-created_at", "-pk")[:limit]
     )

@@ -43,6 +43,7 @@ from payments.models import (
     TransactionStatus,
     TransactionType,
 )
+from payments.selectors import AttentionCase, attention_items_of
 from payments.validation import (
     format_amount,
     parse_amount,
@@ -1002,3 +1003,53 @@ __all__ = [
     "sweep_payment_timeouts",
     "unacked_results",
 ]
+
+
+# --- Needs attention -------------------------------------------------------------------------
+
+MAX_RESOLVE_NOTE = 500
+
+
+def attention_resolve(
+    *, txn: Transaction, case: str, note: str, user: Any, outbox: Outbox
+) -> TransactionEvent:
+    """A manager marks one needs-attention item of a payment or refund resolved, with a note:
+    a ``resolved`` event on its log (the case, the note, who; the event's time is when). The
+    caller checked that ``user`` manages the store. Raises ``BadRequest`` for a missing or
+    unprintable note, ``Conflict`` for an item that is not open (never was, or already
+    resolved: by whom and when)."""
+    note = note.strip() if isinstance(note, str) else ""
+    if not note:
+        raise BadRequest("Write a note: what was checked, and what was done.")
+    one_line = note.replace("\r\n", " ").replace("\n", " ")
+    if len(note) > MAX_RESOLVE_NOTE or not one_line.isprintable():
+        raise BadRequest(
+            f"The note must be printable text of at most {MAX_RESOLVE_NOTE} characters."
+        )
+    if case not in {c.value for c in AttentionCase}:
+        raise BadRequest(f"Unknown case {case!r}.")
+    with transaction.atomic():
+        # Locked: two managers resolving the same item at once get one event, one refusal.
+        locked = Transaction.objects.select_for_update(no_key=True).get(pk=txn.pk)
+        if case not in {item.case.value for item in attention_items_of(txn=locked)}:
+            earlier = (
+                locked.events.filter(kind=EventKind.RESOLVED, detail__case=case)
+                .order_by("-pk")
+                .first()
+            )
+            if earlier is not None:
+                who = earlier.detail.get("user") or "someone"
+                at = f"{earlier.created_at:%Y-%m-%d %H:%M} UTC"
+                raise Conflict(f"Already resolved by {who} at {at}.")
+            raise Conflict("Nothing of this kind needs attention on this transaction.")
+        event = TransactionEvent.objects.create(
+            transaction=locked,
+            kind=EventKind.RESOLVED,
+            source=EventSource.DASHBOARD,
+            old_status=locked.status,
+            new_status=locked.status,
+            detail={"case": case, "note": note, "user": user.get_username(), "userId": user.pk},
+        )
+        outbox.publish(PaymentChanged.of(locked, EventKind.RESOLVED))
+        _log(locked, f"{case} resolved by {user.get_username()}")
+    return event

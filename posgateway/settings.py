@@ -219,6 +219,14 @@ SESSION_MAX_AGE_S = env_float("SESSION_MAX_AGE_S", 1800)
 # A display or input request times out this long after its durationMs or maxInputTimeMs.
 TERMINAL_REQUEST_TIMEOUT_S = env_float("TERMINAL_REQUEST_TIMEOUT_S", 30)
 
+# --- The dashboard's "Needs attention" -------------------------------------------------------
+# A terminal offline while its store is open (Group.opens_at/closes_at) for longer than this;
+# a store without opening hours: offline for longer than ATTENTION_OFFLINE_AFTER_S.
+ATTENTION_OFFLINE_GRACE_S = env_float("ATTENTION_OFFLINE_GRACE_S", 120)
+ATTENTION_OFFLINE_AFTER_S = env_float("ATTENTION_OFFLINE_AFTER_S", 900)
+# A payment still in flight this long after its deadline (the sweeper normally ends it at once).
+ATTENTION_STUCK_AFTER_S = env_float("ATTENTION_STUCK_AFTER_S", 60)
+
 # --- Auth, i18n, static ---------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

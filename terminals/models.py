@@ -26,6 +26,18 @@ class Group(models.Model):
     timezone = models.CharField(
         max_length=64, default="UTC", help_text="IANA time zone of the store's business day"
     )
+    # Opening hours, the same every day, in the store's time zone: a terminal offline while the
+    # store is open needs someone (the dashboard's "Needs attention"). Both empty: no hours, and
+    # a terminal needs attention once it has been offline for ATTENTION_OFFLINE_AFTER_S.
+    opens_at = models.TimeField(
+        null=True, blank=True, help_text="Opening time, local (empty: no opening hours)"
+    )
+    closes_at = models.TimeField(
+        null=True,
+        blank=True,
+        help_text="Closing time, local; before the opening time when the store closes after "
+        "midnight",
+    )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, related_name="stores", blank=True, through="Membership"
     )
@@ -45,6 +57,10 @@ class Group(models.Model):
             validate_timezone(self.timezone)
         except ValidationError as exc:
             raise ValidationError({"timezone": exc.messages}) from None
+        if (self.opens_at is None) != (self.closes_at is None):
+            raise ValidationError("Give both the opening and the closing time, or neither.")
+        if self.opens_at is not None and self.opens_at == self.closes_at:
+            raise ValidationError({"closes_at": ["The store must close at another time."]})
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from posgateway.core.protocol import (
@@ -16,7 +18,16 @@ from posgateway.core.protocol import (
     ProtocolError,
 )
 from posgateway.core.sql import execute, loaded
-from terminals.models import Connection, Device, DeviceType, Group, Membership, Role, hash_key
+from terminals.models import (
+    Connection,
+    Device,
+    DeviceStatus,
+    DeviceType,
+    Group,
+    Membership,
+    Role,
+    hash_key,
+)
 
 
 def device_for_key(*, key: str) -> Device | None:
@@ -252,3 +263,61 @@ def devices_for_user(*, user: Any) -> QuerySet[Device]:
     return in_user_stores(
         Device.objects.select_related("group", "current_connection"), user=user
     ).order_by("group__slug", "device_type", "device_id", "pk")
+
+
+# --- Needs attention: terminals offline when the store needs them ---------------------------
+
+
+def store_open_since(group: Group, now: dt.datetime) -> dt.datetime | None:
+    """When the store's current opening began, if it is open at ``now`` (its own local time);
+    None when it is closed now or has no opening hours. Hours may run past midnight."""
+    if group.opens_at is None or group.closes_at is None:
+        return None
+    local = now.astimezone(group.zone)
+    today = local.date()
+    for day in (today, today - dt.timedelta(days=1)):
+        opens = dt.datetime.combine(day, group.opens_at, tzinfo=group.zone)
+        closes_day = day if group.closes_at > group.opens_at else day + dt.timedelta(days=1)
+        closes = dt.datetime.combine(closes_day, group.closes_at, tzinfo=group.zone)
+        if opens <= local < closes:
+            return opens
+    return None
+
+
+@dataclass(frozen=True)
+class OfflineTerminal:
+    """An active terminal that is offline when the store needs it."""
+
+    device: Device
+    since: dt.datetime  # offline since (or since the store opened, if later)
+    during_opening_hours: bool
+
+
+def terminals_offline_for_attention(
+    *, user: Any, now: dt.datetime | None = None
+) -> list[OfflineTerminal]:
+    """The active terminals of the user's stores that need someone: offline while their store
+    is open (for more than ``ATTENTION_OFFLINE_GRACE_S``, counted from the opening at the
+    earliest), or, for a store without opening hours, offline for more than
+    ``ATTENTION_OFFLINE_AFTER_S``. A reconnecting terminal is not offline yet. One query."""
+    now = now or dt.datetime.now(dt.UTC)
+    found = []
+    offline = in_user_stores(
+        Device.objects.select_related("group").filter(
+            device_type=DeviceType.TERMINAL, is_active=True, status=DeviceStatus.OFFLINE
+        ),
+        user=user,
+    ).order_by("group__slug", "device_id", "pk")
+    for device in offline:
+        since = device.status_changed_at or device.created_at
+        opened = store_open_since(device.group, now)
+        if device.group.opens_at is not None:
+            if opened is None:
+                continue  # closed now: nobody needs the terminal
+            since = max(since, opened)
+            wait = settings.ATTENTION_OFFLINE_GRACE_S
+        else:
+            wait = settings.ATTENTION_OFFLINE_AFTER_S
+        if (now - since).total_seconds() >= wait:
+            found.append(OfflineTerminal(device, since, opened is not None))
+    return found

@@ -11,15 +11,28 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, Sum
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import ExtractHour
 
 from payments.exports import money
-from payments.models import Transaction, TransactionStatus, TransactionType
-from payments.selectors import local_midnight, store_zone, terminals_for_user
+from payments.models import IN_FLIGHT_STATUSES, Transaction, TransactionStatus, TransactionType
+from payments.selectors import (
+    AttentionItem,
+    attention_items,
+    daily_totals,
+    local_midnight,
+    store_zone,
+    terminals_for_user,
+)
 from sessions.models import RequestStatus, SessionState, TerminalRequest, TerminalSession
-from terminals.models import Device, DeviceStatus
-from terminals.selectors import groups_for_user, in_user_stores, terminal_list
+from terminals.models import Device, DeviceStatus, Group
+from terminals.selectors import (
+    OfflineTerminal,
+    groups_for_user,
+    in_user_stores,
+    terminal_list,
+    terminals_offline_for_attention,
+)
 
 RECENT_SESSIONS = 50
 RECENT_REQUESTS = 25
@@ -109,8 +122,8 @@ class CurrencyTotal:
 class Glance:
     dates: list[dt.date]
     currencies: list[CurrencyTotal]
-    # Per local hour 0-23: (succeeded, not succeeded)
-    hours: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)] * 24)
+    # Per local hour 0-23: (succeeded, still in flight, ended otherwise)
+    hours: list[tuple[int, int, int]] = field(default_factory=lambda: [(0, 0, 0)] * 24)
     current_hour: int | None = None
     stores: int = 0
 
@@ -150,8 +163,8 @@ _SUMS = ("amount", "refunded")
 def today_at_a_glance(*, user: Any, now: dt.datetime | None = None) -> Glance:
     """Today's payments of the user's stores, each store's today in its own time zone:
     counts and succeeded totals per currency, the refunds that succeeded and the net, and
-    payments per local hour, succeeded or not. Two queries per time zone among the stores,
-    plus one.
+    payments per local hour: succeeded, in flight, or ended otherwise. Two queries per time
+    zone among the stores, plus one.
 
     The daily report's rules (contract section 9): a transaction counts on the day it was
     started, by its real outcome (a late SUCCESS succeeded); the payment figures count payments
@@ -162,7 +175,7 @@ def today_at_a_glance(*, user: Any, now: dt.datetime | None = None) -> Glance:
     for pk, name in groups_for_user(user).values_list("pk", "timezone"):
         by_zone.setdefault(name, []).append(pk)
     totals: dict[str, CurrencyTotal] = {}
-    hours = [[0, 0] for _ in range(24)]
+    hours = [[0, 0, 0] for _ in range(24)]
     dates: set[dt.date] = set()
     current_hours: set[int] = set()
     for name, store_pks in sorted(by_zone.items()):
@@ -189,16 +202,22 @@ def today_at_a_glance(*, user: Any, now: dt.datetime | None = None) -> Glance:
             todays.filter(type=TransactionType.PAYMENT)
             .annotate(hour=ExtractHour("created_at", tzinfo=zone))
             .values("hour")
-            .annotate(total=Count("pk"), ok=Count("pk", filter=Q(status=TransactionStatus.SUCCESS)))
+            .annotate(
+                total=Count("pk"),
+                ok=Count("pk", filter=Q(status=TransactionStatus.SUCCESS)),
+                busy=Count("pk", filter=Q(status__in=IN_FLIGHT_STATUSES)),
+            )
             .order_by()
         )
         for row in per_hour:
-            hours[row["hour"]][0] += row["ok"]
-            hours[row["hour"]][1] += row["total"] - row["ok"]
+            counts = hours[row["hour"]]
+            counts[0] += row["ok"]
+            counts[1] += row["busy"]
+            counts[2] += row["total"] - row["ok"] - row["busy"]
     return Glance(
         dates=sorted(dates),
         currencies=sorted(totals.values(), key=lambda t: (-t.count, t.currency)),
-        hours=[(ok, other) for ok, other in hours],
+        hours=[(ok, busy, other) for ok, busy, other in hours],
         current_hour=current_hours.pop() if len(current_hours) == 1 else None,
         stores=sum(len(pks) for pks in by_zone.values()),
     )
@@ -286,8 +305,12 @@ def refund_terminals(*, payment: Transaction, online_only: bool = True) -> list[
 
 
 __all__ = [
+    "Attention",
     "Glance",
     "TerminalRow",
+    "end_of_day",
+    "filter_totals",
+    "needs_attention",
     "payment_stores",
     "recent_requests",
     "refund_terminals",
@@ -297,3 +320,91 @@ __all__ = [
     "terminal_ids_for_user",
     "today_at_a_glance",
 ]
+
+
+# --- Needs attention -------------------------------------------------------------------------
+
+
+@dataclass
+class Attention:
+    """What needs a person in the user's stores now (the rules are the domain's selectors)."""
+
+    items: list[AttentionItem]
+    terminals: list[OfflineTerminal]
+
+    @property
+    def count(self) -> int:
+        return len(self.items) + len(self.terminals)
+
+
+def needs_attention(*, user: Any, now: dt.datetime | None = None) -> Attention:
+    """Open payment items and offline terminals of the user's stores. Three queries."""
+    now = now or dt.datetime.now(dt.UTC)
+    return Attention(
+        items=attention_items(user=user, now=now),
+        terminals=terminals_offline_for_attention(user=user, now=now),
+    )
+
+
+# --- End-of-day report -----------------------------------------------------------------------
+
+
+@dataclass
+class StoreReport:
+    store: Group
+    totals: list[dict[str, Any]]  # per currency, as the REST daily report's rows
+    terminals: list[dict[str, Any]]  # per terminal and currency
+
+
+def end_of_day(*, stores: QuerySet[Group], day: dt.date) -> list[StoreReport]:
+    """One business day of each store, per currency and per terminal: the daily export's own
+    rows (``payments.selectors.daily_totals``), so the page, its CSV and the REST export agree.
+    Stores without a row that day are listed with none."""
+    totals = daily_totals(stores=stores, date_from=day, date_to=day)
+    per_terminal = daily_totals(stores=stores, date_from=day, date_to=day, by_terminal=True)
+    return [
+        StoreReport(
+            store=store,
+            totals=[row for row in totals if row["store"] == store.slug],
+            terminals=[row for row in per_terminal if row["store"] == store.slug],
+        )
+        for store in stores.order_by("slug")
+    ]
+
+
+# --- The payments list's totals --------------------------------------------------------------
+
+
+@dataclass
+class FilterTotal:
+    currency: str
+    payments: int
+    amount: str
+    refunds: int
+    refunded: str
+
+
+def filter_totals(queryset: QuerySet[Transaction]) -> list[FilterTotal]:
+    """The succeeded payments and refunds of a filtered list, per currency. One query."""
+    rows = (
+        queryset.filter(status=TransactionStatus.SUCCESS)
+        .values("currency")
+        .annotate(
+            # Named apart from the model's fields (an annotation may not take their names).
+            n_payments=Count("pk", filter=_PAYMENT),
+            paid=Sum("amount", filter=_PAYMENT),
+            n_refunds=Count("pk", filter=Q(type=TransactionType.REFUND)),
+            refunded_sum=Sum("amount", filter=Q(type=TransactionType.REFUND)),
+        )
+        .order_by("currency")
+    )
+    return [
+        FilterTotal(
+            row["currency"],
+            row["n_payments"],
+            money(Decimal(str(row["paid"] or 0)), row["currency"]),
+            row["n_refunds"],
+            money(Decimal(str(row["refunded_sum"] or 0)), row["currency"]),
+        )
+        for row in rows
+    ]

@@ -11,6 +11,14 @@ urlpatterns = [
     path("payments/<path:transaction_id>/", views.payment_page, name="payment"),
     # Its own prefix: under payments/<path>/ a payment's id could end in "/refund".
     path("refunds/new/<path:transaction_id>/", views.refund_page, name="refund"),
+    path("attention/", views.attention_page, name="attention"),
+    path(
+        "attention/resolve/<str:case>/<path:transaction_id>/",
+        views.attention_resolve_page,
+        name="attention-resolve",
+    ),
+    path("reports/", views.reports_page, name="reports"),
+    path("reports/export/", views.report_export, name="report-export"),
     path("sessions/", views.sessions_page, name="sessions"),
     path("devices/", views.devices_page, name="devices"),
     path("devices/<int:pk>/rotate/", views.device_rotate, name="device-rotate"),

@@ -34,10 +34,11 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from payments import selectors as payments_selectors
 from payments import services as payments
-from payments.exports import money
+from payments.exports import DAILY_COLUMNS, csv_chunks, daily_row, money
 from payments.models import EventKind, EventSource, Transaction, TransactionStatus, TransactionType
-from payments.selectors import transaction_get, transaction_list
+from payments.selectors import daily_totals, report_today, transaction_get, transaction_list
 from payments.validation import MAX_REASON, parse_amount
 from posgateway.core.events import Outbox
 from posgateway.core.protocol import (
@@ -51,8 +52,10 @@ from posgateway.core.protocol import (
 )
 from posgateway.dashboard import charts
 from posgateway.dashboard import selectors as board
+from posgateway.dashboard.templatetags.dashboard import CASE_TEXT
 from posgateway.gateway.delivery import deliver_sync
-from posgateway.rest.filters import TransactionFilter
+from posgateway.rest.csv import csv_response
+from posgateway.rest.filters import DATE_RANGE_TEXT, EARLIEST, LATEST, TransactionFilter
 from terminals import services as terminals
 from terminals.models import DeviceType
 from terminals.selectors import devices_for_user, groups_for_user, is_manager, managed_groups
@@ -132,6 +135,8 @@ def terminals_page(request: HttpRequest) -> HttpResponse:
         "glance": glance,
         "show_store": glance.stores > 1,
         "chart": charts.hourly_bars(glance.hours, current_hour=glance.current_hour),
+        "hour_list": charts.hourly_list(glance.hours, current_hour=glance.current_hour),
+        **_attention_context(request),
     }
     return page(request, "dashboard/terminals.html", "dashboard/_terminals.html", context)
 
@@ -150,9 +155,11 @@ def payments_page(request: HttpRequest) -> HttpResponse:
     if filterset.is_valid():
         queryset = filterset.qs.select_related("original").order_by("-created_at", "-pk")
         errors: dict[str, Any] = {}
+        totals = board.filter_totals(filterset.qs)
     else:
         queryset = transaction_list(user=request.user).none()
         errors = filterset.errors
+        totals = []
     payments = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
     stores = list(groups_for_user(request.user).values_list("slug", flat=True))
     # The CSV export takes the very same filters: it exports exactly the set shown here.
@@ -167,6 +174,7 @@ def payments_page(request: HttpRequest) -> HttpResponse:
         "nav": "payments",
         "live_events": "payment",
         "payments": payments,
+        "totals": totals,
         "errors": errors,
         "filters": {key: params.get(key, "") for key in FILTER_KEYS},
         "filtered": bool(given),
@@ -197,6 +205,7 @@ EVENT_TEXT = {
     EventKind.DELIVERED: "Delivered to the desktop (acknowledged)",
     EventKind.REFUNDED: "One of its refunds succeeded",
     EventKind.OVER_REFUNDED: "Its succeeded refunds now add up to more than the payment",
+    EventKind.RESOLVED: "Marked resolved",
 }
 
 
@@ -228,11 +237,16 @@ def payment_page(request: HttpRequest, transaction_id: str) -> HttpResponse:
     }
     if not txn.is_refund:
         context.update(_refunds_context(request, txn))
+    context["attention_items"] = payments_selectors.attention_items_of(txn=txn)
+    context["can_resolve"] = is_manager(request.user, txn.group_id)
     return page(request, "dashboard/payment.html", "dashboard/_payment.html", context)
 
 
 def _event_text(txn: Transaction, event: Any) -> str:
     """What a step of the timeline was; a refund started by staff has no desktop."""
+    if event.kind == EventKind.RESOLVED:
+        case = CASE_TEXT.get(event.detail.get("case"), event.detail.get("case", ""))
+        return f"Marked resolved ({case}) by {event.detail.get('user', 'someone')}"
     if txn.is_refund and txn.desktop_id is None:
         if event.kind == EventKind.REQUESTED:
             user = event.detail.get("user")
@@ -458,7 +472,8 @@ class RegisterForm(forms.Form):
         max_length=64,
         required=False,
         label="Device ID",
-        help_text="Stable id, unique in the store (the terminal's POIID)",
+        help_text="Stable id, unique in the store; Terminal API requests name a terminal by it "
+        "(their POIID, the point of interaction id)",
     )
     label = forms.CharField(max_length=200, required=False)
 
@@ -590,3 +605,156 @@ def device_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _name(device: Any) -> str:
     return f"{device.device_id or f'#{device.pk}'} ({device.group.slug})"
+
+
+# --- Needs attention -------------------------------------------------------------------------
+
+
+def _attention_context(request: HttpRequest) -> dict[str, Any]:
+    attention = board.needs_attention(user=request.user)
+    stores = {
+        *(item.txn.group_id for item in attention.items),
+        *(t.device.group_id for t in attention.terminals),
+    }
+    managed = set(managed_groups(request.user).filter(pk__in=stores).values_list("pk", flat=True))
+    return {
+        "attention": attention,
+        # A viewer is offered no resolve link (and a POST of theirs is refused anyway).
+        "attention_managed": managed,
+        "show_store": len(groups_for_user(request.user)[:2]) > 1,
+    }
+
+
+@require_GET
+@staff_only
+def attention_page(request: HttpRequest) -> HttpResponse:
+    context = {
+        "nav": "attention",
+        "live_events": "payment device",
+        **_attention_context(request),
+        "resolved": payments_selectors.attention_resolved(user=request.user),
+    }
+    return page(request, "dashboard/attention.html", "dashboard/_attention.html", context)
+
+
+class ResolveForm(forms.Form):
+    note = forms.CharField(
+        max_length=payments.MAX_RESOLVE_NOTE,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="What you checked and what was done (kept on the payment's timeline)",
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@staff_only
+def attention_resolve_page(request: HttpRequest, case: str, transaction_id: str) -> HttpResponse:
+    """A manager marks one needs-attention item resolved, with a note."""
+    try:
+        txn = transaction_get(
+            user=request.user, transaction_id=transaction_id, store=request.GET.get("store")
+        )
+    except (NotFound, BadRequest):
+        raise Http404("No such payment in your stores") from None
+    require_manager(request, txn.group_id, "resolve what needs attention")
+    item = next((i for i in payments_selectors.attention_items_of(txn=txn) if i.case == case), None)
+    store_query = f"?store={txn.group.slug}"
+    context: dict[str, Any] = {"nav": "attention", "txn": txn, "item": item}
+    context["store_query"] = store_query
+    if item is None:
+        messages.info(request, "This item no longer needs attention (it was resolved).")
+        return redirect("dashboard:attention")
+    if request.method == "GET":
+        return render(request, "dashboard/resolve.html", {**context, "form": ResolveForm()})
+    form = ResolveForm(request.POST)
+    if form.is_valid():
+        outbox = Outbox()
+        try:
+            payments.attention_resolve(
+                txn=txn,
+                case=case,
+                note=form.cleaned_data["note"],
+                user=request.user,
+                outbox=outbox,
+            )
+        except BadRequest as exc:
+            form.add_error("note", exc.message)
+        except ProtocolError as exc:  # resolved meanwhile by someone else
+            messages.info(request, exc.message)
+            return redirect("dashboard:attention")
+        else:
+            deliver_sync(outbox)
+            messages.success(request, f"Resolved: {txn.transaction_id}.")
+            return redirect("dashboard:attention")
+    return render(request, "dashboard/resolve.html", {**context, "form": form})
+
+
+# --- End-of-day report -----------------------------------------------------------------------
+
+
+class ReportForm(forms.Form):
+    store = forms.ChoiceField(required=False)
+    date = forms.DateField(
+        required=False,
+        label="Business day",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="In the store's own time zone",
+    )
+
+    def __init__(self, *args: Any, stores: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["store"].choices = [("", "All stores"), *((s, s) for s in stores)]
+
+    def clean_date(self) -> dt.date | None:
+        value = self.cleaned_data["date"]
+        if value is not None and not EARLIEST <= value <= LATEST:
+            raise ValidationError(DATE_RANGE_TEXT)
+        return value
+
+
+def _report(request: HttpRequest) -> tuple[ReportForm, Any, dt.date | None]:
+    """The report's form, the chosen stores and day (today of those stores by default)."""
+    all_stores = groups_for_user(request.user)
+    form = ReportForm(request.GET or None, stores=list(all_stores.values_list("slug", flat=True)))
+    if request.GET and not form.is_valid():
+        return form, all_stores.none(), None
+    data = form.cleaned_data if request.GET else {}
+    stores = all_stores.filter(slug=data["store"]) if data.get("store") else all_stores
+    day = data.get("date") or report_today(stores)
+    return form, stores, day
+
+
+@require_GET
+@staff_only
+def reports_page(request: HttpRequest) -> HttpResponse:
+    form, stores, day = _report(request)
+    reports = board.end_of_day(stores=stores, day=day) if day else []
+    query = QueryDict(mutable=True)
+    if day:
+        query["date"] = day.isoformat()
+    if form.is_bound and form.is_valid() and form.cleaned_data.get("store"):
+        query["store"] = form.cleaned_data["store"]
+    context = {
+        "nav": "reports",
+        "form": form,
+        "day": day,
+        "reports": reports,
+        "export_url": reverse("dashboard:report-export") + "?" + query.urlencode(),
+        "previous_day": (day - dt.timedelta(days=1)).isoformat() if day else "",
+        "next_day": (day + dt.timedelta(days=1)).isoformat() if day else "",
+        "store_param": query.get("store", ""),
+    }
+    status = 200 if day else 400
+    return render(request, "dashboard/reports.html", context, status=status)
+
+
+@require_GET
+@staff_only
+def report_export(request: HttpRequest) -> HttpResponse:
+    """The report's day as the REST daily export writes it (same rows, columns, file name)."""
+    form, stores, day = _report(request)
+    if day is None:
+        return HttpResponseBadRequest(" ".join(e for es in form.errors.values() for e in es))
+    store = form.cleaned_data.get("store") if form.is_bound else ""
+    rows = daily_totals(stores=stores, date_from=day, date_to=day)
+    filename = f"daily-{store or 'all'}-{day}-{day}.csv"
+    return csv_response(request, csv_chunks(DAILY_COLUMNS, (daily_row(r) for r in rows)), filename)

@@ -232,6 +232,9 @@
     selection.removeAllRanges();
     selection.addRange(range);
   }
+  document.addEventListener("click", (e) => {
+    if (e.target.closest("[data-print]")) window.print();
+  });
   // A key is shown in the answer to a POST: make a reload fetch the list, not repeat the POST.
   const once = document.querySelector("[data-replace-url]");
   if (once && history.replaceState) history.replaceState(null, "", once.dataset.replaceUrl);

@@ -72,6 +72,8 @@ STORES = {
     "shop-recover": ("rita", [("TERM-1", "Till 1")]),
     "shop-stale": ("sami", [("TERM-1", "Till 1")]),
     "shop-refund": ("rosa", [("TERM-1", "Till 1")]),
+    "shop-late": ("leo", [("TERM-1", "Till 1")]),
+    "shop-report": ("rhea", [("TERM-1", "Till 1"), ("TERM-2", "Till 2")]),
     "downtown": (
         "maria",
         [("TERM-1", "Counter 1"), ("TERM-2", "Counter 2"), ("TERM-3", "Terrace")],
@@ -562,3 +564,147 @@ async def test_screenshots_of_every_page(site, browser, shots):
         assert width <= PHONE["width"], width
 
         await term2.send(json.dumps({"action": "ping"}))
+
+
+# --- The store manager's day ----------------------------------------------------------------------
+
+
+async def no_sideways_scroll(page, viewport) -> None:
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= viewport["width"], width
+
+
+async def test_a_late_success_needs_attention_live_and_a_manager_resolves_it_by_keyboard(
+    site, browser, shots
+):
+    store = site.stores["shop-late"]
+    ws = site.server.ws_url
+    phone = await logged_in(browser, site, store.username, viewport=PHONE)
+    desktop = await logged_in(browser, site, store.username, path="/dashboard/attention/")
+    assert await phone.locator("#attention-none").is_visible()
+    async with devices((ws, store.desktop_key), (ws, store.terminal_keys["TERM-1"])) as (
+        desk,
+        term,
+    ):
+        await pay(desk, term, "TERM-1", "LATE-1", amount="18.40")
+        # The till cancels, the terminal says so, and then charges the card after all.
+        await desk.send({"action": "cancelPayment", "transactionId": "LATE-1"})
+        await term.recv_action("cancelPayment")
+        await answer(term, "LATE-1", "CANCELLED")
+        await desk.recv_action("paymentComplete", transactionId="LATE-1")
+        await answer(term, "LATE-1", "SUCCESS")
+
+        # Both pages show it without a reload: on the phone's home page and on its own page.
+        item = '.attention-item[data-transaction-id="LATE-1"]'
+        for page in (phone, desktop):
+            await page.locator(item).wait_for(timeout=WAIT_MS)
+        what = await phone.locator(f"{item} .attention-what").inner_text()
+        assert "charged the card 18.40 EUR after the till was told the payment was cancelled" in (
+            what
+        )
+        await no_sideways_scroll(phone, PHONE)
+        await phone.screenshot(path=shots / "attention-phone.png", full_page=True)
+        await desktop.screenshot(path=shots / "attention.png", full_page=True)
+
+        # Keyboard only, on the phone: to the item's Resolve link, a note, Enter on the button.
+        link = phone.locator(f"{item} [data-resolve]")
+        await link.focus()
+        await phone.keyboard.press("Enter")
+        await phone.wait_for_url("**/dashboard/attention/resolve/late_success/LATE-1/**")
+        await phone.keyboard.press("Tab")
+        while not await phone.evaluate("document.activeElement.id === 'id_note'"):
+            await phone.keyboard.press("Tab")
+        await phone.keyboard.type("Asked the cashier: the customer paid once.")
+        await phone.keyboard.press("Tab")
+        await phone.keyboard.press("Enter")
+        await phone.wait_for_url("**/dashboard/attention/")
+        assert "Resolved: LATE-1." in await phone.locator(".messages").inner_text()
+        # It leaves the other open page live, and the note is kept on the payment's timeline.
+        await desktop.locator(item).wait_for(state="detached", timeout=WAIT_MS)
+        note = desktop.locator('#resolved li[data-transaction-id="LATE-1"] .note')
+        await note.wait_for(timeout=WAIT_MS)
+        assert await note.inner_text() == "Asked the cashier: the customer paid once."
+        await desktop.goto(f"{site.url}/dashboard/payments/LATE-1/?store={store.slug}")
+        resolved = desktop.locator('#timeline li[data-kind="resolved"]')
+        assert "by leo" in await resolved.inner_text()
+
+
+async def test_the_end_of_day_report_on_a_desktop_and_a_phone_matches_the_export(
+    site, browser, shots
+):
+    store = site.stores["shop-report"]
+    ws = site.server.ws_url
+    keys = store.terminal_keys
+    async with devices((ws, store.desktop_key), (ws, keys["TERM-1"]), (ws, keys["TERM-2"])) as (
+        desk,
+        term1,
+        term2,
+    ):
+        for tid, term, terminal_id, status, amount in (
+            ("R-1", term1, "TERM-1", "SUCCESS", "12.00"),
+            ("R-2", term2, "TERM-2", "SUCCESS", "30.50"),
+            ("R-3", term2, "TERM-2", "DECLINED", "9.99"),
+        ):
+            await pay(desk, term, terminal_id, tid, amount=amount)
+            await answer(term, tid, status)
+            await desk.recv_action("paymentComplete", transactionId=tid)
+
+    for viewport, name in ((DESKTOP, "reports.png"), (PHONE, "reports-phone.png")):
+        page = await logged_in(browser, site, store.username, viewport=viewport)
+        await page.goto(site.url + "/dashboard/reports/")
+        totals = page.locator(f'#totals-{store.slug} tr[data-currency="EUR"]')
+        assert await totals.locator('[data-field="succeededAmount"]').inner_text() == "42.50"
+        assert await totals.locator('[data-field="declinedCount"]').inner_text() == "1"
+        term2_row = page.locator(f'#terminals-{store.slug} tr[data-terminal="TERM-2"]')
+        assert await term2_row.locator('[data-field="succeededAmount"]').inner_text() == "30.50"
+        await no_sideways_scroll(page, viewport)
+        await page.screenshot(path=shots / name, full_page=True)
+
+    # The CSV it offers is the REST daily export of the day, byte for byte.
+    day = await page.locator("#id_date").input_value()
+    async with page.expect_download() as download_info:
+        await page.click("#report-csv")
+    download = await download_info.value
+    mine = await asyncio.to_thread(Path(await download.path()).read_bytes)
+    rest = await page.evaluate(
+        """async (url) => (await (await fetch(url, {credentials: "same-origin"})).text())""",
+        f"{site.url}/api/reports/daily/export/?date_from={day}&date_to={day}",
+    )
+    assert mine.decode() == rest
+    assert f"{day},{store.slug},EUR,3,2,42.50," in rest
+
+    # Printed: no navigation, no form, the figures.
+    await page.emulate_media(media="print")
+    assert not await page.locator(".topbar").is_visible()
+    assert not await page.locator("form.filters").is_visible()
+    assert await totals.is_visible()
+
+
+async def test_phone_width_fixes_on_the_home_payments_and_sessions_pages(site, browser):
+    store = site.stores["shop-report"]
+    page = await logged_in(browser, site, store.username, viewport=PHONE)
+    # The chart is a readable list of hours on a phone, the wide bars are hidden.
+    assert not await page.locator(".chart-wide svg").is_visible()
+    assert await page.locator(".chart-narrow").is_visible()
+    await page.goto(site.url + "/dashboard/payments/")
+    await live(page)
+    # The search's placeholder fits its box.
+    fits = await page.evaluate(
+        """() => {
+            const input = document.querySelector('input[name=search]');
+            const style = getComputedStyle(input);
+            const ctx = document.createElement('canvas').getContext('2d');
+            ctx.font = `${style.fontSize} ${style.fontFamily}`;
+            const room = input.clientWidth - parseFloat(style.paddingLeft)
+                - parseFloat(style.paddingRight);
+            return ctx.measureText(input.placeholder).width <= room;
+        }"""
+    )
+    assert fits
+    # A card shows no label without a value (a payment without an orderId has no ORDER line).
+    cells = page.locator("#payments td[data-label=Order]")
+    assert await cells.count() >= 1
+    for index in range(await cells.count()):
+        cell = cells.nth(index)
+        assert (await cell.inner_text()).strip() or not await cell.is_visible()
+    await no_sideways_scroll(page, PHONE)

@@ -184,11 +184,11 @@ def test_today_at_a_glance_counts_each_store_by_its_own_day(alice, store_a, stor
     assert totals["EUR"].declined == 1
     assert totals["JPY"].amount_text == "1500"
     hours = dict(enumerate(glance.hours))
-    assert hours[9] == (2, 0)
-    assert hours[21] == (0, 1)
-    assert hours[12] == (1, 0)
-    assert hours[0] == (1, 0)  # Berlin's 00:15
-    assert sum(ok + other for ok, other in glance.hours) == 5
+    assert hours[9] == (2, 0, 0)
+    assert hours[21] == (0, 0, 1)
+    assert hours[12] == (1, 0, 0)
+    assert hours[0] == (1, 0, 0)  # Berlin's 00:15
+    assert sum(sum(counts) for counts in glance.hours) == 5
 
     # Alice sees her store only.
     mine = today_at_a_glance(user=alice, now=now)
@@ -425,7 +425,12 @@ def test_sessions_page_shows_active_and_recent_sessions_with_operations(client_a
     response = client_a.get("/dashboard/sessions/")
     page = text(response)
     assert rows(response, "session-id") == ["table-1", "table-0"]
-    assert "Payment · WaitingScreen · waiting screen 5 s" in page
+    # Durations in words, and the Terminal API's words explained where they stay.
+    assert 'Payment · <abbr title="Terminal API variant WaitingScreen:' in page
+    waits = '">waiting screen</abbr> up to <span title="waitingScreenTimeoutMs 5000">5 s</span>'
+    assert waits in page
+    assert "A session without a request for 30 min expires." in page
+    assert "1800 s" not in page
     assert 'data-status="ACTIVE">ACTIVE</span>' in page
     assert 'data-status="EXPIRED">EXPIRED</span>' in page
     assert "expires" in page
@@ -454,14 +459,15 @@ def _fill(store: Store, run, count: int) -> None:
         )
 
 
-# Session + user, then the page's own reads (the terminals page: 4 for the board, 4 for today;
-# the devices page: the user's stores, those they manage, the devices).
+# Session + user, then the page's own reads (the terminals page: 4 for the board, 4 for today,
+# 4 for what needs attention; the payments list: one for its totals; the devices page: the
+# user's stores, those they manage, the devices).
 @pytest.mark.parametrize(
     ("url", "most"),
     [
-        ("/dashboard/", 10),
-        ("/dashboard/payments/", 6),
-        ("/dashboard/payments/?status=SUCCESS&search=o-&store=store-a", 7),
+        ("/dashboard/", 14),
+        ("/dashboard/payments/", 7),
+        ("/dashboard/payments/?status=SUCCESS&search=o-&store=store-a", 8),
         ("/dashboard/sessions/", 7),
         ("/dashboard/devices/", 5),
     ],

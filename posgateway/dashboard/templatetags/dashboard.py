@@ -117,13 +117,40 @@ def money_in(value: Any, currency: str) -> str:
     return money(value, currency)
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as people say it: ``5 s``, ``1.5 s``, ``30 min``, ``1 h 30 min``, ``2 d``."""
+    if seconds < 60:
+        return f"{round(seconds, 1):g} s"
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days} d"] if days else []
+    if hours:
+        parts.append(f"{hours} h")
+    if minutes:
+        parts.append(f"{minutes} min")
+    if secs and not days and not hours:
+        parts.append(f"{secs} s")
+    return " ".join(parts)
+
+
 @register.filter
-def ms_as_seconds(value: Any) -> str:
+def duration(seconds: Any) -> str:
+    """Seconds in words: ``{{ 1800|duration }}`` is ``30 min``."""
     try:
-        seconds = int(value) / 1000
+        return duration_text(float(seconds))
     except (TypeError, ValueError):
         return ""
-    return f"{seconds:g} s"
+
+
+@register.filter
+def duration_ms(value: Any) -> str:
+    """Milliseconds in words: ``{{ 8000|duration_ms }}`` is ``8 s``."""
+    try:
+        return duration_text(int(value) / 1000)
+    except (TypeError, ValueError):
+        return ""
 
 
 @register.filter
@@ -153,3 +180,17 @@ def add_seconds(value: dt.datetime | None, seconds: Any) -> dt.datetime | None:
     if value is None:
         return None
     return value + dt.timedelta(seconds=float(seconds))
+
+
+# The needs-attention cases in a few words (the timeline's resolved events name theirs).
+CASE_TEXT = {
+    "late_success": "late success",
+    "over_refunded": "over-refunded",
+    "stuck": "stuck past its deadline",
+    "terminal_offline": "terminal offline",
+}
+
+
+@register.filter
+def case_text(case: Any) -> str:
+    return CASE_TEXT.get(str(case), str(case))
