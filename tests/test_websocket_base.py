@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import pytest
+from autobahn.exception import Disconnected
 from uvicorn.protocols.utils import ClientDisconnected
 
 from posgateway.gateway.consumers import GatewayConsumer
 from posgateway.gateway.dashboard import DashboardConsumer
 
 
+@pytest.mark.parametrize(
+    "gone",
+    [
+        ClientDisconnected,  # uvicorn, once the client has gone (the ASGI spec)
+        # daphne (autobahn), between the client's close frame and daphne's onClose
+        lambda: Disconnected("Attempt to send on a closed protocol"),
+    ],
+    ids=["uvicorn", "daphne"],
+)
 @pytest.mark.parametrize("consumer_class", [GatewayConsumer, DashboardConsumer])
-async def test_a_send_to_a_socket_the_client_closed_is_dropped(consumer_class):
+async def test_a_send_to_a_socket_the_client_closed_is_dropped(consumer_class, gone):
     consumer = consumer_class()
     sent = []
 
     async def base_send(message):
         if sent:
-            raise ClientDisconnected()  # uvicorn, once the client has gone (the ASGI spec)
+            raise gone()
         sent.append(message)
 
     consumer.base_send = base_send

@@ -1,10 +1,12 @@
 """The base of the gateway's WebSocket consumers: the same behaviour on daphne and on uvicorn,
 and a channel layer that fails without killing the consumer.
 
-A send on a socket whose client has gone is dropped by daphne. uvicorn raises instead, as the
-ASGI spec asks ("a server-specific subclass of OSError"): a result pushed, a pong or a close to
-a socket that closed a moment before would crash the consumer and log a traceback. Here such a
-send is dropped on both servers; the disconnect event that follows cleans up as always, and a
+A send on a socket whose client has gone is dropped by daphne once it has seen the close, but
+in the moment between the client's close frame and daphne's onClose, autobahn raises
+``Disconnected`` ("Attempt to send on a closed protocol"; seen in the chaos test). uvicorn
+raises too, as the ASGI spec asks ("a server-specific subclass of OSError"): a result pushed, a
+pong or a close to a socket that closed a moment before would crash the consumer and log a
+traceback. Here such a send is dropped on both servers; the disconnect event that follows cleans up as always, and a
 result the desktop did not get stays unacknowledged in the database and is sent again.
 """
 
@@ -16,14 +18,23 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+try:  # daphne's WebSocket implementation; absent where only uvicorn is installed
+    from autobahn.exception import Disconnected
+except ImportError:  # pragma: no cover
+    Disconnected = OSError  # type: ignore[assignment,misc]
+
 logger = logging.getLogger("posgateway.websocket")
+
+# What a send to a socket whose client has gone raises: uvicorn's ClientDisconnected (an
+# OSError), autobahn's Disconnected under daphne.
+_GONE = (OSError, Disconnected)
 
 
 class _SendsToClosedSocketsDropped(AsyncConsumer):
     async def send(self, message: dict[str, Any]) -> None:
         try:
             await super().send(message)
-        except OSError as exc:  # the client is gone (uvicorn's ClientDisconnected)
+        except _GONE as exc:  # the client is gone
             logger.debug(
                 "%s to a closed socket dropped (%s)", message.get("type"), type(exc).__name__
             )
