@@ -6,8 +6,9 @@ in the moment between the client's close frame and daphne's onClose, autobahn ra
 ``Disconnected`` ("Attempt to send on a closed protocol"; seen in the chaos test). uvicorn
 raises too, as the ASGI spec asks ("a server-specific subclass of OSError"): a result pushed, a
 pong or a close to a socket that closed a moment before would crash the consumer and log a
-traceback. Here such a send is dropped on both servers; the disconnect event that follows cleans up as always, and a
-result the desktop did not get stays unacknowledged in the database and is sent again.
+traceback. Here such a send is dropped on both servers; the disconnect event that follows
+cleans up as always, and a result the desktop did not get stays unacknowledged in the database
+and is sent again.
 """
 
 from __future__ import annotations
