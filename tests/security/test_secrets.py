@@ -435,6 +435,7 @@ async def test_a_card_number_never_reaches_the_database_the_log_or_the_desktop(
                 "cardNumber": VISA,
                 "receipt": {"lines": [f"CARD {VISA[:4]} {VISA[4:8]} {VISA[8:12]} {VISA[12:]}"]},
                 "pan": int(AMEX),
+                "panAsFloat": float(VISA),  # 4111111111111111.0 is a card number too
             },
         }
     )
@@ -443,6 +444,7 @@ async def test_a_card_number_never_reaches_the_database_the_log_or_the_desktop(
     assert complete["cardNumber"] == "************1111"
     assert complete["receipt"] == {"lines": ["CARD **** **** **** 1111"]}
     assert complete["pan"] == "***********0005"
+    assert complete["panAsFloat"] == "************1111"
     shown = await asyncio.to_thread(_rest_detail, gw, token, "CARD-OK")
 
     spellings = [VISA, AMEX, VISA[4:8] + " " + VISA[8:12] + " " + VISA[12:]]
