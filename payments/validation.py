@@ -116,6 +116,7 @@ def is_identifier_key(key: str) -> bool:
 
 # -- card numbers ---------------------------------------------------------------------------
 
+
 def _number_digits(value: int | float) -> str:
     """A JSON number as the digits it is written with ("" for fractions, huge numbers and
     non-finite floats)."""
@@ -126,7 +127,6 @@ def _number_digits(value: int | float) -> str:
     if abs(value) >= 10**PAN_MAX_DIGITS:
         return ""
     return str(value)
-
 
 
 def luhn_valid(digits: str) -> bool:
@@ -378,8 +378,6 @@ def _payment_method(data: dict[str, Any], root: str) -> str:
             "printable characters"
         )
     return value
-
-
 
 
 def _check_key(key: str, path: str, *, inspect: bool) -> None:

@@ -202,6 +202,12 @@ HEARTBEAT_INTERVAL_S = env_float("HEARTBEAT_INTERVAL_S", 30)
 HEARTBEAT_TIMEOUT_S = env_float("HEARTBEAT_TIMEOUT_S", 10)
 RECONNECT_GRACE_S = env_float("RECONNECT_GRACE_S", 60)
 MAX_MESSAGE_BYTES = env_int("MAX_MESSAGE_BYTES", 65536)
+# An HTTP request body beyond this is refused (413) while it is read, before any buffering
+# (posgateway/core/bodylimit.py); the Terminal API's limit is MAX_MESSAGE_BYTES. A body still
+# arriving this long after its headers is cut off (408).
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
+REQUEST_BODY_TIMEOUT_S = env_float("REQUEST_BODY_TIMEOUT_S", 30)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # How often each process sweeps for timed-out payments, stale sockets and expired grace.
 SWEEP_INTERVAL_S = env_float("SWEEP_INTERVAL_S", 1.0)
 # Unacknowledged results are re-sent on connect for this long.
