@@ -19,19 +19,33 @@ import logging
 import re
 import sys
 from typing import Any
+from urllib.parse import unquote_plus
 
-# The value of any query parameter that names a credential, up to the next separator.
-SECRET_QUERY = re.compile(
-    r"([?&;](?:key|api_key|apikey|token|access_token|auth|password)=)[^&;\s\"']*", re.IGNORECASE
-)
+# Query parameters that carry a credential, by their decoded, lower-cased name.
+SECRET_NAMES = frozenset({"key", "api_key", "apikey", "token", "access_token", "auth", "password"})
+# Any query parameter: its name as written (percent-encoded or not) and its value, up to the
+# next separator. ``/ws/?%6Bey=…`` is ``key=`` to the server (parse_qs decodes names).
+QUERY_PARAMETER = re.compile(r"([?&;])([^=&;\s\"'?]*)=([^&;\s\"']*)")
 REDACTED = "[redacted]"
 
 
+def _secret_name(name: str) -> bool:
+    decoded = name
+    for _ in range(3):  # %256Bey is %6Bey once decoded: decode until it stays the same
+        decoded, before = unquote_plus(decoded), decoded
+        if decoded == before:
+            break
+    return decoded.strip().lower() in SECRET_NAMES
+
+
 def redact(text: str) -> str:
-    """``text`` with every credential in a query string replaced by ``[redacted]``."""
+    """``text`` with every credential in a query string replaced by ``[redacted]``: the value
+    of each parameter whose name, percent-decoded and in any case, names a credential."""
     if "=" not in text:
         return text
-    return SECRET_QUERY.sub(rf"\1{REDACTED}", text)
+    return QUERY_PARAMETER.sub(
+        lambda m: f"{m[1]}{m[2]}={REDACTED}" if _secret_name(m[2]) else m[0], text
+    )
 
 
 class RedactSecrets(logging.Filter):

@@ -23,6 +23,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+import websockets
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
@@ -235,6 +236,14 @@ async def test_keys_and_tokens_never_reach_the_server_log_or_its_database(
     # logs HTTP lines with their query string, so the key is redacted there.
     for path in (f"/ws/?key={desktop}", f"/ws?v=1&key={terminals[0]}&x=1", f"/healthz?key={token}"):
         await asyncio.to_thread(_http, gw, "GET", path, {})
+    # A parameter name percent-encoded is the same name to the server (issue 18.4): the socket
+    # authenticates with it, and the key is redacted all the same.
+    for path in (f"/ws/?%6Bey={desktop}", f"/healthz?x=1&%74%6F%6B%65%6E={token}"):
+        await asyncio.to_thread(_http, gw, "GET", path, {})
+    async with websockets.connect(
+        f"ws://127.0.0.1:{gw.server.port}/ws/?%6Bey={terminals[1]}", open_timeout=10
+    ) as encoded:
+        assert json.loads(await asyncio.wait_for(encoded.recv(), 10))["action"] == "connected"
 
     secrets = [desktop, *terminals, token, wrong_key, wrong_token]
     log = await asyncio.to_thread(gw.server.log)
@@ -242,12 +251,14 @@ async def test_keys_and_tokens_never_reach_the_server_log_or_its_database(
     assert f"{slug}/T-1 (terminal) is online" in log
     if gw.server.kind == "uvicorn":  # its WebSocket lines carry the query string too
         assert '"WebSocket /ws/?key=[redacted]" [accepted]' in log
+        assert '"WebSocket /ws/?%6Bey=[redacted]" [accepted]' in log
         assert '"GET /ws/?key=[redacted] HTTP/1.1" 404' in log
         assert '"GET /ws?v=1&key=[redacted]&x=1 HTTP/1.1" 404' in log
     else:
         assert "WSCONNECT /ws/" in log
         assert '"GET /ws/?key=[redacted]" 404' in log
         assert '"GET /ws?v=1&key=[redacted]&x=1" 404' in log
+        assert '"GET /ws/?%6Bey=[redacted]" 404' in log
     assert [s for s in secrets if s in log] == []
     scanned = await asyncio.to_thread(scan_deployment, gw, secrets)
     assert scanned["tables"] > 10
