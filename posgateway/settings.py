@@ -4,6 +4,7 @@ No environment at all gives the embedded default (SQLite file + in-memory channe
 DATABASE_URL and REDIS_URL switch to PostgreSQL and channels-redis for production.
 """
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -74,6 +75,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -93,6 +95,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: answers a locked-out login 429 (docs/security.md "Logins").
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "posgateway.urls"
@@ -224,9 +228,34 @@ SESSION_MAX_AGE_S = env_float("SESSION_MAX_AGE_S", 1800)
 TERMINAL_REQUEST_TIMEOUT_S = env_float("TERMINAL_REQUEST_TIMEOUT_S", 30)
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
+# Every path that sets a password runs these: the admin, `create_staff`, `changepassword`.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_int("PASSWORD_MIN_LENGTH", 10)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes, its counts in the database every process shares): after
+# LOGIN_FAILURE_LIMIT wrong passwords for one username, or from one address, every login
+# for that username or from that address is answered 429 for LOGIN_LOCKOUT_S seconds
+# (counted from the last failure), whether the password is right or not. The dashboard's
+# login page and the admin's are both guarded; a right password resets the counts.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = dt.timedelta(seconds=env_float("LOGIN_LOCKOUT_S", 900))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful login: failures are what counts
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = (
+    False  # its lines quote the username as typed: no device- or user-typed text raw in logs
+)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
