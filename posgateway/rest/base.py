@@ -339,7 +339,7 @@ class CursorPagination(_PageSize, pagination.CursorPagination):
                 parse = self.position_parsers.get(self.ordering[0].lstrip("-"))
                 try:
                     valid = parse is None or parse(cursor.position) is not None
-                except (ValueError, ArithmeticError):
+                except (ValueError, ArithmeticError):  # OverflowError is one
                     valid = False
         if not valid:
             raise exceptions.ValidationError(
