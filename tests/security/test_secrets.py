@@ -482,3 +482,31 @@ def _rest_detail(gw: Gateway, token: str, tid: str) -> str:
     )
     with urllib.request.urlopen(request, timeout=15) as response:
         return json.dumps(json.loads(response.read()), ensure_ascii=False)
+
+
+# --- Log lines -------------------------------------------------------------------------------
+
+FORGED = "2026-01-01 00:00:00,000 WARNING posgateway FORGED"
+
+
+# server_dependent: the log is the server's own.
+@pytest.mark.e2e
+@pytest.mark.server_dependent
+@pytest.mark.django_db(False)
+async def test_a_device_value_with_a_newline_cannot_forge_a_log_line(security_gateway: Gateway):
+    """A Terminal API POIID (and a WebSocket path) holding a line break (issue 18.7)."""
+    from tests.e2e.test_sessions import begin_document, session_id
+
+    gw = security_gateway
+    desktop = await asyncio.to_thread(gw.deployment.key, "sec-loglines", "desktop", "P")
+    for poi in (f"NO-SUCH\n{FORGED}", f"NO-SUCH\r\n{FORGED}", f"NO-SUCH\u2028{FORGED}"):
+        body = json.dumps(begin_document(poi, session_id())).encode()
+        await asyncio.to_thread(
+            _http, gw, "POST", "/terminal-api/sync", {"x-api-key": desktop}, body
+        )
+    await asyncio.to_thread(_http, gw, "GET", f"/no-such-page%0A{FORGED.replace(' ', '%20')}", {})
+
+    log = await asyncio.to_thread(gw.server.log)
+    assert "NO-SUCH\\n" + FORGED in log  # written, escaped, on the line it belongs to
+    lines = re.split(r"\r\n|\r|\n|\u2028", log)
+    assert [line for line in lines if line.startswith(FORGED)] == []
