@@ -209,7 +209,7 @@ MAX_MESSAGE_BYTES = env_int("MAX_MESSAGE_BYTES", 65536)
 # An HTTP request body beyond this is refused (413) while it is read, before any buffering
 # (posgateway/core/bodylimit.py); the Terminal API's limit is MAX_MESSAGE_BYTES. A body still
 # arriving this long after its headers is cut off (408).
-MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1048576)  # 1 MiB
 REQUEST_BODY_TIMEOUT_S = env_float("REQUEST_BODY_TIMEOUT_S", 30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # How often each process sweeps for timed-out payments, stale sockets and expired grace.
