@@ -117,6 +117,18 @@ def is_identifier_key(key: str) -> bool:
 # -- card numbers ---------------------------------------------------------------------------
 
 
+def _number_digits(value: int | float) -> str:
+    """A JSON number as the digits it is written with ("" for fractions, huge numbers and
+    non-finite floats)."""
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return ""
+        value = int(value)
+    if abs(value) >= 10**PAN_MAX_DIGITS:
+        return ""
+    return str(value)
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn (mod 10) check on a string of ASCII digits; False for anything else."""
     if not digits or not set(digits) <= _ASCII_DIGITS:
@@ -211,18 +223,20 @@ def mask_card_numbers(value: object) -> object:
     Strings anywhere (dict keys included) have each card number's digits but the last four
     replaced by ``*``, separators kept: ``"4111111111111111"`` -> ``"************1111"``.
     A JSON integer that is a card number becomes the masked string, since a full card number
-    must never be stored or forwarded. Other values are returned as they are.
+    must never be stored or forwarded; so does a JSON float (``4111111111111111.0``). Other
+    values are returned as they are.
     """
     if isinstance(value, str):
         return _mask_text(value)
     if isinstance(value, bool):
         return value
-    if isinstance(value, int):
-        if abs(value) < 10**PAN_MAX_DIGITS:
-            text = str(value)
-            masked = _mask_text(text)
-            if masked != text:
-                return masked
+    if isinstance(value, int | float):
+        # 4111111111111111.0 is as much a card number as 4111111111111111: a whole float is
+        # read as its integer digits, any other number as the digits it is written with.
+        text = _number_digits(value) or (repr(value) if isinstance(value, float) else "")
+        masked = _mask_text(text)
+        if masked != text:
+            return masked
         return value
     if isinstance(value, dict):
         return {
@@ -364,15 +378,6 @@ def _payment_method(data: dict[str, Any], root: str) -> str:
             "printable characters"
         )
     return value
-
-
-def _number_digits(value: int | float) -> str:
-    """A JSON number as the digits it is written with ("" for fractions and huge floats)."""
-    if isinstance(value, float):
-        if not value.is_integer() or abs(value) >= 10**PAN_MAX_DIGITS:
-            return ""
-        value = int(value)
-    return str(value)
 
 
 def _check_key(key: str, path: str, *, inspect: bool) -> None:

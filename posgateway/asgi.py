@@ -13,13 +13,15 @@ django_asgi_app = get_asgi_application()  # sets Django up before the routing im
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from posgateway.core import redact, serverlog  # noqa: E402
+from posgateway.core import bodylimit, redact, serverlog  # noqa: E402
 from posgateway.gateway import background  # noqa: E402
 from posgateway.routing import websocket_urlpatterns  # noqa: E402
 
 # The servers' access logs print query strings: never a device key (posgateway/core/redact.py).
 redact.install()
 serverlog.install()
+# Request bodies are bounded while the server reads them (posgateway/core/bodylimit.py).
+bodylimit.install()
 
 
 async def lifespan(scope, receive, send) -> None:
@@ -38,7 +40,7 @@ async def lifespan(scope, receive, send) -> None:
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": bodylimit.BodyLimit(django_asgi_app),
         "websocket": URLRouter(websocket_urlpatterns),
         "lifespan": lifespan,
     }

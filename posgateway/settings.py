@@ -4,6 +4,7 @@ No environment at all gives the embedded default (SQLite file + in-memory channe
 DATABASE_URL and REDIS_URL switch to PostgreSQL and channels-redis for production.
 """
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -74,6 +75,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -93,8 +95,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last, so it sees the debug pages Django makes below it: JSON under /api/, /terminal-api/.
+    # Near the end, so it sees the debug pages Django makes below it: JSON under /api/,
+    # /terminal-api/ (every middleware turns an exception below it into a response).
     "posgateway.rest.base.JsonErrorPagesMiddleware",
+    # Last, as django-axes asks: answers a locked-out login 429 (docs/security.md "Logins").
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "posgateway.urls"
@@ -204,6 +209,12 @@ HEARTBEAT_INTERVAL_S = env_float("HEARTBEAT_INTERVAL_S", 30)
 HEARTBEAT_TIMEOUT_S = env_float("HEARTBEAT_TIMEOUT_S", 10)
 RECONNECT_GRACE_S = env_float("RECONNECT_GRACE_S", 60)
 MAX_MESSAGE_BYTES = env_int("MAX_MESSAGE_BYTES", 65536)
+# An HTTP request body beyond this is refused (413) while it is read, before any buffering
+# (posgateway/core/bodylimit.py); the Terminal API's limit is MAX_MESSAGE_BYTES. A body still
+# arriving this long after its headers is cut off (408).
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1048576)  # 1 MiB
+REQUEST_BODY_TIMEOUT_S = env_float("REQUEST_BODY_TIMEOUT_S", 30)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # How often each process sweeps for timed-out payments, stale sockets and expired grace.
 SWEEP_INTERVAL_S = env_float("SWEEP_INTERVAL_S", 1.0)
 # Unacknowledged results are re-sent on connect for this long.
@@ -228,9 +239,34 @@ ATTENTION_OFFLINE_AFTER_S = env_float("ATTENTION_OFFLINE_AFTER_S", 900)
 ATTENTION_STUCK_AFTER_S = env_float("ATTENTION_STUCK_AFTER_S", 60)
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
+# Every path that sets a password runs these: the admin, `create_staff`, `changepassword`.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_int("PASSWORD_MIN_LENGTH", 10)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes, its counts in the database every process shares): after
+# LOGIN_FAILURE_LIMIT wrong passwords for one username, or from one address, every login
+# for that username or from that address is answered 429 for LOGIN_LOCKOUT_S seconds
+# (counted from the last failure), whether the password is right or not. The dashboard's
+# login page and the admin's are both guarded; a right password resets the counts.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = dt.timedelta(seconds=env_float("LOGIN_LOCKOUT_S", 900))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful login: failures are what counts
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = (
+    False  # its lines quote the username as typed: no device- or user-typed text raw in logs
+)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"

@@ -188,7 +188,7 @@ def validate_display_response(data: object) -> dict[str, Any]:
     error = data.get("errorMessage")
     if error is not None and (not isinstance(error, str) or len(error) > 1000):
         raise BadRequest(f"{root}.errorMessage must be a string of at most 1000 characters")
-    return {"requestId": request_id, "status": status, "errorMessage": error}
+    return {"requestId": request_id, "status": status, "errorMessage": mask_card_numbers(error)}
 
 
 def validate_input_response(data: object, *, request: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +206,7 @@ def validate_input_response(data: object, *, request: dict[str, Any]) -> dict[st
         "requestId": data.get("requestId"),
         "type": request["type"],
         "status": status,
-        "errorMessage": error,
+        "errorMessage": mask_card_numbers(error),
     }
     if status == "SUCCESS":
         out["value"] = _input_value(data.get("value"), request, f"{root}.value")
@@ -225,7 +225,8 @@ def _input_value(value: object, request: dict[str, Any], path: str) -> object:
         text = str(value)
         if not re.fullmatch(r"-?[0-9]{1,15}(\.[0-9]{1,6})?", text):
             raise BadRequest(f"{path} must be a number")
-        return text
+        # 15 digits hold an Amex number: a number typed on a terminal is a terminal answer.
+        return mask_card_numbers(text)
     if kind == InputType.MENU:
         allowed = [o["value"] for o in request.get("options", [])]
         if value not in allowed:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.db import connection as db_connection
 from django.db import transaction
 from django.utils import timezone
@@ -158,7 +159,9 @@ def staff_create_or_update(
 
     Memberships of other stores are removed; those of these stores get ``role``. Tokens are
     stored as digests (terminals/tokens.py), so the one printed is always a new one: it
-    replaces the user's previous token, which stops working.
+    replaces the user's previous token, which stops working. A password must pass
+    ``AUTH_PASSWORD_VALIDATORS`` (``django.core.exceptions.ValidationError`` otherwise, and
+    nothing changes).
     """
     if role not in Role.values:
         raise ValueError(f"role must be one of {', '.join(Role.values)}")
@@ -167,6 +170,8 @@ def staff_create_or_update(
         user, created = user_model.objects.get_or_create(username=username)
         user.is_staff = True
         if password:
+            # AUTH_PASSWORD_VALIDATORS, as the admin runs them; raises ValidationError.
+            validate_password(password, user)
             user.set_password(password)
         elif created:
             user.set_unusable_password()

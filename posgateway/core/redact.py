@@ -19,23 +19,55 @@ import logging
 import re
 import sys
 from typing import Any
+from urllib.parse import unquote_plus
 
-# The value of any query parameter that names a credential, up to the next separator.
-SECRET_QUERY = re.compile(
-    r"([?&;](?:key|api_key|apikey|token|access_token|auth|password)=)[^&;\s\"']*", re.IGNORECASE
-)
+# Query parameters that carry a credential, by their decoded, lower-cased name.
+SECRET_NAMES = frozenset({"key", "api_key", "apikey", "token", "access_token", "auth", "password"})
+# Any query parameter: its name as written (percent-encoded or not) and its value, up to the
+# next separator. ``/ws/?%6Bey=…`` is ``key=`` to the server (parse_qs decodes names).
+QUERY_PARAMETER = re.compile(r"([?&;])([^=&;\s\"'?]*)=([^&;\s\"']*)")
 REDACTED = "[redacted]"
 
 
+def _secret_name(name: str) -> bool:
+    decoded = name
+    for _ in range(3):  # %256Bey is %6Bey once decoded: decode until it stays the same
+        decoded, before = unquote_plus(decoded), decoded
+        if decoded == before:
+            break
+    return decoded.strip().lower() in SECRET_NAMES
+
+
 def redact(text: str) -> str:
-    """``text`` with every credential in a query string replaced by ``[redacted]``."""
+    """``text`` with every credential in a query string replaced by ``[redacted]``: the value
+    of each parameter whose name, percent-decoded and in any case, names a credential."""
     if "=" not in text:
         return text
-    return SECRET_QUERY.sub(rf"\1{REDACTED}", text)
+    return QUERY_PARAMETER.sub(
+        lambda m: f"{m[1]}{m[2]}={REDACTED}" if _secret_name(m[2]) else m[0], text
+    )
+
+
+# Line breaks and other control characters (C0, DEL, C1, Unicode line and paragraph
+# separators): a device-supplied value holding one would write a forged line into the log.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: each control character written as its escape (``\\n``)."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
+def clean(text: str) -> str:
+    """What a log line may hold of ``text``: redacted (:func:`redact`) and on one line."""
+    return escape_controls(redact(text))
 
 
 class RedactSecrets(logging.Filter):
-    """A logging filter: the formatted message, redacted (the record is kept).
+    """A logging filter: the formatted message, redacted and on one line (the record is kept;
+    a traceback, formatted apart from the message, keeps its lines).
 
     Redacts inside the record's arguments where that is enough, so that formatters which unpack
     ``record.args`` themselves (uvicorn's access log) still work; otherwise the whole message.
@@ -44,16 +76,16 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-            if redact(message) == message:
+            if clean(message) == message:
                 return True
             if isinstance(record.args, tuple):
-                record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+                record.args = tuple(clean(a) if isinstance(a, str) else a for a in record.args)
             if isinstance(record.msg, str):
-                record.msg = redact(record.msg)
+                record.msg = clean(record.msg)
             message = record.getMessage()
         except Exception:
             return True  # a broken record is logging's own problem to report
-        cleaned = redact(message)
+        cleaned = clean(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
@@ -87,7 +119,7 @@ def _install_daphne() -> None:
 
     @functools.wraps(original)
     def write_entry(self: Any, host: Any, date: Any, request: str, *args: Any, **kw: Any) -> Any:
-        return original(self, host, date, redact(request), *args, **kw)
+        return original(self, host, date, clean(request), *args, **kw)
 
     write_entry.redacts = True  # type: ignore[attr-defined]
     AccessLogGenerator.write_entry = write_entry

@@ -22,17 +22,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
 from importlib import import_module
-from re import Pattern
 from typing import Any
+from urllib.parse import urlsplit
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth import get_user
+from django.http.request import split_domain_port, validate_host
+from django.utils.http import is_same_domain
 
 from posgateway.core.health import CHANNEL_LAYER
 from posgateway.gateway.frames import dashboard_group as store_group
@@ -42,28 +43,87 @@ from terminals.selectors import groups_for_user
 logger = logging.getLogger("posgateway.dashboard")
 
 
-class SiteOriginValidator(OriginValidator):
-    """Origins of ``ALLOWED_HOSTS`` and ``CSRF_TRUSTED_ORIGINS``, read at each handshake (so
-    settings changed in tests or at run time apply); a missing Origin is always refused."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int]:
+    return scheme, host.strip("[]").lower(), port or DEFAULT_PORTS[scheme]
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _own_origin(scope: dict[str, Any]) -> tuple[str, str, int] | None:
+    """The origin the page was served from, as this handshake shows it: the ``Host`` header
+    (one of ``ALLOWED_HOSTS``, as Django requires of every page) and the scheme the server saw
+    (``X-Forwarded-Proto`` only where ``SECURE_PROXY_SSL_HEADER`` trusts it)."""
+    host = _header(scope, b"host")
+    if not host:
+        return None
+    domain, port = split_domain_port(host)
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    if not domain or not validate_host(domain, allowed):
+        return None
+    scheme = "https" if scope.get("scheme") in ("wss", "https") else "http"
+    proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy:
+        name = proxy[0].removeprefix("HTTP_").lower().replace("_", "-").encode()
+        forwarded = _header(scope, name)
+        if forwarded is not None:
+            scheme = "https" if forwarded.split(",")[0].strip() == proxy[1] else "http"
+    try:
+        return _origin(scheme, domain, int(port) if port else None)
+    except ValueError:
+        return None
+
+
+def origin_allowed(scope: dict[str, Any], origin: str | None) -> bool:
+    """Whether a page at ``origin`` may open the dashboard socket: exactly the scheme, host and
+    port the site is served on (the request's own origin) or one of ``CSRF_TRUSTED_ORIGINS``
+    (``https://*.example.com`` covers the subdomains, on the same scheme and port)."""
+    if not origin:
+        return False
+    parsed = urlsplit(origin)
+    if parsed.scheme not in DEFAULT_PORTS or not parsed.hostname or parsed.path:
+        return False
+    try:
+        wanted = _origin(parsed.scheme, parsed.hostname, parsed.port)
+    except ValueError:
+        return False
+    if wanted == _own_origin(scope):
+        return True
+    for trusted in getattr(settings, "CSRF_TRUSTED_ORIGINS", []):
+        entry = urlsplit(trusted)
+        if entry.scheme != wanted[0] or not entry.hostname:
+            continue
+        try:
+            _, host, port = _origin(entry.scheme, entry.hostname, entry.port)
+        except ValueError:
+            continue
+        if port != wanted[2]:
+            continue
+        if host == wanted[1] or (host.startswith("*.") and is_same_domain(wanted[1], host[1:])):
+            return True
+    return False
+
+
+class SiteOriginValidator:
+    """The handshake goes on only from an allowed origin (:func:`origin_allowed`), read from
+    the settings at each handshake; a missing Origin is refused (HTTP 403)."""
 
     def __init__(self, application: Any) -> None:
-        super().__init__(application, allowed_origins=[])
+        self.application = application
 
-    @property
-    def allowed_origins(self) -> list[str]:
-        hosts = list(settings.ALLOWED_HOSTS)
-        if settings.DEBUG and not hosts:
-            hosts = ["localhost", "127.0.0.1", "[::1]"]
-        return hosts + list(getattr(settings, "CSRF_TRUSTED_ORIGINS", []))
-
-    @allowed_origins.setter
-    def allowed_origins(self, value: Iterable[str | Pattern[str]]) -> None:
-        pass  # computed from the settings
-
-    def valid_origin(self, parsed_origin: Any) -> bool:
-        if parsed_origin is None or not parsed_origin.hostname:
-            return False
-        return self.validate_origin(parsed_origin)
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        if origin_allowed(scope, _header(scope, b"origin")):
+            return await self.application(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)
 
 
 def _user_store_pks(user: Any) -> list[int]:

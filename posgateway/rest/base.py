@@ -212,7 +212,33 @@ def error_responses(*codes: int, paged: bool = False) -> dict[int, OpenApiRespon
 
 class ApiView:
     """Mixed into every API view: a NUL character in a query parameter or in the URL is a
-    400 naming it (PostgreSQL refuses NUL in text, which would otherwise surface as a 500)."""
+    400 naming it (PostgreSQL refuses NUL in text, which would otherwise surface as a 500).
+
+    Throttles count every request, refused ones too. DRF checks them last, after
+    authentication and permissions, so a client guessing tokens (401 each time) was never
+    counted; here they run before the permissions and on a failed authentication, once per
+    request.
+    """
+
+    def perform_authentication(self, request) -> None:
+        try:
+            super().perform_authentication(request)  # type: ignore[misc]
+        except exceptions.AuthenticationFailed:
+            self._throttle_once(request)
+            raise
+
+    def check_permissions(self, request) -> None:
+        self._throttle_once(request)
+        super().check_permissions(request)  # type: ignore[misc]
+
+    def check_throttles(self, request) -> None:
+        self._throttle_once(request)
+
+    def _throttle_once(self, request) -> None:
+        if getattr(request, "_throttles_checked", False):
+            return
+        request._throttles_checked = True
+        super().check_throttles(request)  # type: ignore[misc]
 
     def initial(self, request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -341,7 +367,7 @@ class CursorPagination(_PageSize, pagination.CursorPagination):
                 parse = self.position_parsers.get(self.ordering[0].lstrip("-"))
                 try:
                     valid = parse is None or parse(cursor.position) is not None
-                except (ValueError, ArithmeticError):
+                except (ValueError, ArithmeticError):  # OverflowError is one
                     valid = False
         if not valid:
             raise exceptions.ValidationError(

@@ -307,10 +307,19 @@ def _decimal(value: str) -> Decimal | None:
     return number if number.is_finite() else None
 
 
+def _timestamp(value: str) -> dt.datetime | None:
+    """A cursor's time; one that exists only before UTC conversion (``9999-12-31T23:59:59
+    -23:59``) raises OverflowError here rather than in the query (a 500)."""
+    moment = parse_datetime(value)
+    if moment is not None and moment.tzinfo is not None:
+        moment.astimezone(dt.UTC)
+    return moment
+
+
 class TransactionPagination(CursorPagination):
     ordering = ORDERINGS["-created_at"]
     orderings = ORDERINGS
-    position_parsers = {"created_at": parse_datetime, "amount": _decimal}
+    position_parsers = {"created_at": _timestamp, "amount": _decimal}
 
 
 # --- Views -----------------------------------------------------------------------------------

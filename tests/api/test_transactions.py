@@ -211,7 +211,13 @@ def test_a_forged_cursor_position_is_400_not_500(store_a, api_a):
     import base64
 
     make_payment(store_a)
-    for ordering, position in (("-created_at", "yesterday"), ("amount", "NaN"), ("amount", "x")):
+    for ordering, position in (
+        ("-created_at", "yesterday"),
+        ("-created_at", "9999-12-31T23:59:59-23:59"),  # beyond year 9999 in UTC (issue 18.6)
+        ("-created_at", "0001-01-01T00:00:00+23:59"),
+        ("amount", "NaN"),
+        ("amount", "x"),
+    ):
         cursor = base64.b64encode(f"p={position}".encode()).decode()
         response = api_a.get(f"/api/transactions/?ordering={ordering}&cursor={quote(cursor)}")
 

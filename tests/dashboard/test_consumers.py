@@ -30,7 +30,7 @@ async def cookie_of(user) -> bytes:
 
 async def dashboard(ws_clients, cookie: bytes | None, origin: bytes | None = ORIGIN):
     """Open the dashboard socket; returns (communicator, accepted)."""
-    headers = []
+    headers = [(b"host", b"127.0.0.1:8000")]  # the page's own origin is ORIGIN
     if cookie:
         headers.append((b"cookie", cookie))
     if origin:

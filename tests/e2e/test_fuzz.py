@@ -1270,10 +1270,11 @@ def post_all(port: int, bodies: list[Body], keys: dict[str, str | None], workers
 def api_problem(body: Body, status: int, content_type: str, content: bytes) -> str | None:
     if status >= 500:
         return f"HTTP {status}"
-    if body.key != "desktop":
-        return None if status == 401 else f"HTTP {status}, not 401"
+    # The size is checked while the body is read, before the key (posgateway/core/bodylimit.py).
     if len(body.content) > MAX_MESSAGE_BYTES:
         return None if status == 413 else f"HTTP {status}, not 413"
+    if body.key != "desktop":
+        return None if status == 401 else f"HTTP {status}, not 401"
     if status != 200:
         return f"HTTP {status}"
     if not content_type.startswith("application/json"):

@@ -23,6 +23,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+import websockets
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
@@ -235,6 +236,14 @@ async def test_keys_and_tokens_never_reach_the_server_log_or_its_database(
     # logs HTTP lines with their query string, so the key is redacted there.
     for path in (f"/ws/?key={desktop}", f"/ws?v=1&key={terminals[0]}&x=1", f"/healthz?key={token}"):
         await asyncio.to_thread(_http, gw, "GET", path, {})
+    # A parameter name percent-encoded is the same name to the server (issue 18.4): the socket
+    # authenticates with it, and the key is redacted all the same.
+    for path in (f"/ws/?%6Bey={desktop}", f"/healthz?x=1&%74%6F%6B%65%6E={token}"):
+        await asyncio.to_thread(_http, gw, "GET", path, {})
+    async with websockets.connect(
+        f"ws://127.0.0.1:{gw.server.port}/ws/?%6Bey={terminals[1]}", open_timeout=10
+    ) as encoded:
+        assert json.loads(await asyncio.wait_for(encoded.recv(), 10))["action"] == "connected"
 
     secrets = [desktop, *terminals, token, wrong_key, wrong_token]
     log = await asyncio.to_thread(gw.server.log)
@@ -242,12 +251,14 @@ async def test_keys_and_tokens_never_reach_the_server_log_or_its_database(
     assert f"{slug}/T-1 (terminal) is online" in log
     if gw.server.kind == "uvicorn":  # its WebSocket lines carry the query string too
         assert '"WebSocket /ws/?key=[redacted]" [accepted]' in log
+        assert '"WebSocket /ws/?%6Bey=[redacted]" [accepted]' in log
         assert '"GET /ws/?key=[redacted] HTTP/1.1" 404' in log
         assert '"GET /ws?v=1&key=[redacted]&x=1 HTTP/1.1" 404' in log
     else:
         assert "WSCONNECT /ws/" in log
         assert '"GET /ws/?key=[redacted]" 404' in log
         assert '"GET /ws?v=1&key=[redacted]&x=1" 404' in log
+        assert '"GET /ws/?%6Bey=[redacted]" 404' in log
     assert [s for s in secrets if s in log] == []
     scanned = await asyncio.to_thread(scan_deployment, gw, secrets)
     assert scanned["tables"] > 10
@@ -435,6 +446,7 @@ async def test_a_card_number_never_reaches_the_database_the_log_or_the_desktop(
                 "cardNumber": VISA,
                 "receipt": {"lines": [f"CARD {VISA[:4]} {VISA[4:8]} {VISA[8:12]} {VISA[12:]}"]},
                 "pan": int(AMEX),
+                "panAsFloat": float(VISA),  # 4111111111111111.0 is a card number too
             },
         }
     )
@@ -443,6 +455,7 @@ async def test_a_card_number_never_reaches_the_database_the_log_or_the_desktop(
     assert complete["cardNumber"] == "************1111"
     assert complete["receipt"] == {"lines": ["CARD **** **** **** 1111"]}
     assert complete["pan"] == "***********0005"
+    assert complete["panAsFloat"] == "************1111"
     shown = await asyncio.to_thread(_rest_detail, gw, token, "CARD-OK")
 
     spellings = [VISA, AMEX, VISA[4:8] + " " + VISA[8:12] + " " + VISA[12:]]
@@ -469,3 +482,31 @@ def _rest_detail(gw: Gateway, token: str, tid: str) -> str:
     )
     with urllib.request.urlopen(request, timeout=15) as response:
         return json.dumps(json.loads(response.read()), ensure_ascii=False)
+
+
+# --- Log lines -------------------------------------------------------------------------------
+
+FORGED = "2026-01-01 00:00:00,000 WARNING posgateway FORGED"
+
+
+# server_dependent: the log is the server's own.
+@pytest.mark.e2e
+@pytest.mark.server_dependent
+@pytest.mark.django_db(False)
+async def test_a_device_value_with_a_newline_cannot_forge_a_log_line(security_gateway: Gateway):
+    """A Terminal API POIID (and a WebSocket path) holding a line break (issue 18.7)."""
+    from tests.e2e.test_sessions import begin_document, session_id
+
+    gw = security_gateway
+    desktop = await asyncio.to_thread(gw.deployment.key, "sec-loglines", "desktop", "P")
+    for poi in (f"NO-SUCH\n{FORGED}", f"NO-SUCH\r\n{FORGED}", f"NO-SUCH\u2028{FORGED}"):
+        body = json.dumps(begin_document(poi, session_id())).encode()
+        await asyncio.to_thread(
+            _http, gw, "POST", "/terminal-api/sync", {"x-api-key": desktop}, body
+        )
+    await asyncio.to_thread(_http, gw, "GET", f"/no-such-page%0A{FORGED.replace(' ', '%20')}", {})
+
+    log = await asyncio.to_thread(gw.server.log)
+    assert "NO-SUCH\\n" + FORGED in log  # written, escaped, on the line it belongs to
+    lines = re.split(r"\r\n|\r|\n|\u2028", log)
+    assert [line for line in lines if line.startswith(FORGED)] == []

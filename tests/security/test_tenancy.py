@@ -354,7 +354,11 @@ def _cookie(side) -> bytes:
 
 
 async def _dashboard(ws_clients, side):
-    headers = [(b"cookie", await sync_to_async(_cookie)(side)), (b"origin", ORIGIN)]
+    headers = [
+        (b"cookie", await sync_to_async(_cookie)(side)),
+        (b"origin", ORIGIN),
+        (b"host", b"127.0.0.1:8000"),
+    ]
     comm = ws_clients("/ws/dashboard/", headers)
     accepted, _ = await comm.connect(timeout=5)
     assert accepted

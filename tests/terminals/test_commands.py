@@ -182,25 +182,43 @@ def token_user(token: str):
 def test_create_staff_creates_a_staff_member_of_exactly_those_groups_with_a_token():
     make_group("c")
 
-    lines = manage("create_staff", "alice", "--group", "a", "--group", "b", "--password", "P-1")
+    lines = manage(
+        "create_staff",
+        "alice",
+        "--group",
+        "a",
+        "--group",
+        "b",
+        "--password",
+        "first-Kq7-passphrase",
+    )
 
     user = get_user_model().objects.get(username="alice")
     assert user.is_staff
-    assert user.check_password("P-1")
+    assert user.check_password("first-Kq7-passphrase")
     assert set(user.stores.values_list("slug", flat=True)) == {"a", "b"}
     assert token_user(lines[-1]) == user
 
 
 def test_create_staff_updates_an_existing_user_to_exactly_the_new_groups():
-    first = manage("create_staff", "alice", "--group", "a", "--group", "b", "--password", "P-1")
+    first = manage(
+        "create_staff",
+        "alice",
+        "--group",
+        "a",
+        "--group",
+        "b",
+        "--password",
+        "first-Kq7-passphrase",
+    )
 
-    second = manage("create_staff", "alice", "--group", "c", "--password", "P-2")
+    second = manage("create_staff", "alice", "--group", "c", "--password", "second-Zr4-passphrase")
 
     user = get_user_model().objects.get(username="alice")
     assert get_user_model().objects.filter(username="alice").count() == 1
     assert set(user.stores.values_list("slug", flat=True)) == {"c"}
-    assert user.check_password("P-2")
-    assert not user.check_password("P-1")
+    assert user.check_password("second-Zr4-passphrase")
+    assert not user.check_password("first-Kq7-passphrase")
     assert token_user(second[-1]) == user
     # Tokens are stored as digests: the new one printed replaces the old one.
     with pytest.raises(AuthenticationFailed):

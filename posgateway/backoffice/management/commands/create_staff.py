@@ -1,4 +1,5 @@
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from terminals import services
 from terminals.models import Role
@@ -23,12 +24,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        user, token = services.staff_create_or_update(
-            username=options["username"],
-            group_slugs=options["groups"],
-            password=options["password"],
-            role=options["role"],
-        )
+        try:
+            user, token = services.staff_create_or_update(
+                username=options["username"],
+                group_slugs=options["groups"],
+                password=options["password"],
+                role=options["role"],
+            )
+        except ValidationError as refused:
+            raise CommandError("The password is refused: " + " ".join(refused.messages)) from None
         self.stderr.write(
             f"Staff user {user.username} is a {options['role']} of "
             f"{', '.join(options['groups'])}. Token:"
