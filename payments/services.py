@@ -160,6 +160,7 @@ def payment_start(
     terminal_id: str,
     payment_request: Any,
     outbox: Outbox,
+    device_id_only: bool = False,
 ) -> PaymentAccepted | StoredResult:
     """Validate, store and forward a payment; returns what the desktop is answered.
 
@@ -176,6 +177,7 @@ def payment_start(
             terminal_id=terminal_id,
             request=request,
             source=EventSource.DESKTOP,
+            device_id_only=device_id_only,
         ),
         outbox,
     )
