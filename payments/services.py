@@ -725,6 +725,11 @@ _ADD_REFUNDED = statement(
 )
 
 
+def _column_decimal(value: Any) -> Decimal:
+    """An amount column's value as the database returned it, with the column's 4 decimals."""
+    return Decimal(str(value)).quantize(Decimal("0.0001"))
+
+
 def _refund_succeeded(refund: Transaction, outbox: Outbox) -> None:
     """Count a succeeded refund (late ones too: the money has moved) on its payment; flag the
     payment for a person when its refunds now exceed it."""
@@ -733,7 +738,9 @@ def _refund_succeeded(refund: Transaction, outbox: Outbox) -> None:
     refunded, amount, flagged = _execute(
         _ADD_REFUNDED, [refund.amount, _dt(timezone.now()), payment.pk], fetch="one"
     )
-    refunded, amount = Decimal(refunded), Decimal(amount)
+    # SQLite does the sum in floating point (4.99 comes back 4.99000000000000021...): back to
+    # the column's four decimals, as the ORM reads them.
+    refunded, amount = _column_decimal(refunded), _column_decimal(amount)
     payment.refunded_amount = refunded
     money = functools.partial(format_amount, currency=payment.currency)
     _note(
