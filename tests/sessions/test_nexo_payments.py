@@ -60,8 +60,14 @@ def raw(document: dict[str, Any], amount: str | None = None) -> bytes:
 
 
 def reference_doc(category: str, service_id: str, ref_service_id: str, **extra: Any):
-    body = {"MessageReference": {"MessageCategory": "Payment", "SaleID": "POS-A",
-                                 "ServiceID": ref_service_id}, **extra}
+    body = {
+        "MessageReference": {
+            "MessageCategory": "Payment",
+            "SaleID": "POS-A",
+            "ServiceID": ref_service_id,
+        },
+        **extra,
+    }
     return {
         "SaleToPOIRequest": {
             "MessageHeader": header(category, service_id),
@@ -144,14 +150,20 @@ async def test_a_sync_payment_waits_for_the_terminal_and_answers_exactly(ws_clie
     assert response["PaymentResult"]["PaymentAcquirerData"]["ApprovalCode"] == "A1"
     assert document["SaleToPOIResponse"]["MessageHeader"]["MessageType"] == "Response"
     txn = await db(Transaction.objects.get)(transaction_id="T-1")
-    assert (txn.status, txn.amount, txn.desktop_id) == ("SUCCESS", Decimal("10.99"), store.desktop.pk)
+    assert (txn.status, txn.amount, txn.desktop_id) == (
+        "SUCCESS",
+        Decimal("10.99"),
+        store.desktop.pk,
+    )
 
 
 async def test_a_declined_payment_is_a_refusal(ws_clients, store):
     terminal, _ = await connect(ws_clients, store.terminal_key)
-    call = asyncio.ensure_future(post(raw(payment_doc("S1", "T-2", amount="AMOUNT"), "5"), store.desktop_key))
+    call = asyncio.ensure_future(
+        post(raw(payment_doc("S1", "T-2", amount="AMOUNT"), "5"), store.desktop_key)
+    )
     await answer(terminal, "DECLINED", None)
-    status, text = await call
+    _status, text = await call
     response = body_of(json.loads(text), "PaymentResponse")["Response"]
     assert (response["Result"], response["ErrorCondition"]) == ("Failure", "Refusal")
     assert "status=DECLINED" in response["AdditionalResponse"]
@@ -175,21 +187,24 @@ async def test_a_retried_service_id_waits_for_the_first_and_starts_nothing_new(w
             },
         }
     )
-    (s1, t1), (s2, t2) = await first, await second
+    (_s1, t1), (_s2, t2) = await first, await second
     assert t1 == t2 or json.loads(t1) == json.loads(t2)
     assert b'"AuthorizedAmount":0.30' in t1
     assert await terminal.receive_nothing(timeout=0.2)  # forwarded once
     assert await db(Transaction.objects.count)() == 1
     assert await db(TerminalApiMessage.objects.count)() == 1
     # and later still: the stored outcome at once
-    s3, t3 = await post(body, store.desktop_key)
+    _s3, t3 = await post(body, store.desktop_key)
     assert json.loads(t3)["SaleToPOIResponse"]["PaymentResponse"]["Response"]["Result"] == "Success"
 
 
 async def test_status_of_a_message_in_flight_finished_and_unknown(ws_clients, store):
     terminal, _ = await connect(ws_clients, store.terminal_key)
     call = asyncio.ensure_future(
-        post(raw(payment_doc("S1", "T-4", amount="AMOUNT", currency="JPY"), "1500"), store.desktop_key)
+        post(
+            raw(payment_doc("S1", "T-4", amount="AMOUNT", currency="JPY"), "1500"),
+            store.desktop_key,
+        )
     )
     forwarded = await terminal.receive_json_from(timeout=TIMEOUT)
     assert forwarded["paymentRequest"]["amount"] == "1500"
@@ -199,7 +214,11 @@ async def test_status_of_a_message_in_flight_finished_and_unknown(ws_clients, st
     await terminal.send_json_to(
         {
             "action": "paymentResponse",
-            "paymentResponse": {"transactionId": "T-4", "status": "SUCCESS", "authorizationCode": "J"},
+            "paymentResponse": {
+                "transactionId": "T-4",
+                "status": "SUCCESS",
+                "authorizationCode": "J",
+            },
         }
     )
     await call
@@ -209,14 +228,22 @@ async def test_status_of_a_message_in_flight_finished_and_unknown(ws_clients, st
     assert status["Response"]["Result"] == "Success"
     repeated = status["RepeatedMessageResponse"]
     assert repeated["MessageHeader"]["ServiceID"] == "S1"
-    assert repeated["RepeatedResponseMessageBody"]["PaymentResponse"]["Response"]["Result"] == "Success"
+    assert (
+        repeated["RepeatedResponseMessageBody"]["PaymentResponse"]["Response"]["Result"]
+        == "Success"
+    )
     _, text = await post(raw(reference_doc("TransactionStatus", "Q3", "NOPE")), store.desktop_key)
-    assert body_of(json.loads(text), "TransactionStatusResponse")["Response"]["ErrorCondition"] == "NotFound"
+    assert (
+        body_of(json.loads(text), "TransactionStatusResponse")["Response"]["ErrorCondition"]
+        == "NotFound"
+    )
 
 
 async def test_an_abort_ends_the_waiting_sync_payment_aborted(ws_clients, store):
     terminal, _ = await connect(ws_clients, store.terminal_key)
-    call = asyncio.ensure_future(post(raw(payment_doc("S1", "T-5", amount="AMOUNT"), "2"), store.desktop_key))
+    call = asyncio.ensure_future(
+        post(raw(payment_doc("S1", "T-5", amount="AMOUNT"), "2"), store.desktop_key)
+    )
     await terminal.receive_json_from(timeout=TIMEOUT)
     status, text = await post(
         raw(reference_doc("Abort", "A1", "S1", AbortReason="MerchantAbort")), store.desktop_key
@@ -225,7 +252,10 @@ async def test_an_abort_ends_the_waiting_sync_payment_aborted(ws_clients, store)
     cancel = await terminal.receive_json_from(timeout=TIMEOUT)
     assert cancel == {**cancel, "action": "cancelPayment", "transactionId": "T-5"}
     await terminal.send_json_to(
-        {"action": "paymentResponse", "paymentResponse": {"transactionId": "T-5", "status": "CANCELLED"}}
+        {
+            "action": "paymentResponse",
+            "paymentResponse": {"transactionId": "T-5", "status": "CANCELLED"},
+        }
     )
     _, text = await call
     response = body_of(json.loads(text), "PaymentResponse")["Response"]
@@ -234,7 +264,9 @@ async def test_an_abort_ends_the_waiting_sync_payment_aborted(ws_clients, store)
 
 async def test_a_reversal_refunds_part_and_refuses_over_the_remainder(ws_clients, store):
     terminal, _ = await connect(ws_clients, store.terminal_key)
-    call = asyncio.ensure_future(post(raw(payment_doc("S1", "T-6", amount="AMOUNT"), "10.99"), store.desktop_key))
+    call = asyncio.ensure_future(
+        post(raw(payment_doc("S1", "T-6", amount="AMOUNT"), "10.99"), store.desktop_key)
+    )
     await answer(terminal)
     await call
 
@@ -282,12 +314,17 @@ async def test_busy_and_unreachable_terminals(ws_clients, store):
     response = body_of(json.loads(text), "PaymentResponse")["Response"]
     assert response["ErrorCondition"] == "UnreachableHost"
     terminal, _ = await connect(ws_clients, store.terminal_key)
-    first = asyncio.ensure_future(post(raw(payment_doc("S2", "T-8", amount="AMOUNT"), "1"), store.desktop_key))
+    first = asyncio.ensure_future(
+        post(raw(payment_doc("S2", "T-8", amount="AMOUNT"), "1"), store.desktop_key)
+    )
     await terminal.receive_json_from(timeout=TIMEOUT)
     _, text = await post(raw(payment_doc("S3", "T-9", amount="AMOUNT"), "1"), store.desktop_key)
     assert body_of(json.loads(text), "PaymentResponse")["Response"]["ErrorCondition"] == "Busy"
     await terminal.send_json_to(
-        {"action": "paymentResponse", "paymentResponse": {"transactionId": "T-8", "status": "SUCCESS"}}
+        {
+            "action": "paymentResponse",
+            "paymentResponse": {"transactionId": "T-8", "status": "SUCCESS"},
+        }
     )
     await first
 
@@ -296,21 +333,43 @@ async def test_busy_and_unreachable_terminals(ws_clients, store):
     ("mutate", "condition"),
     [
         (lambda d: d["SaleToPOIRequest"]["MessageHeader"].pop("SaleID"), "MessageFormat"),
-        (lambda d: d["SaleToPOIRequest"]["MessageHeader"].update(ServiceID="12345678901"), "MessageFormat"),
-        (lambda d: d["SaleToPOIRequest"]["MessageHeader"].update(MessageCategory="Reversal"), "MessageFormat"),
+        (
+            lambda d: d["SaleToPOIRequest"]["MessageHeader"].update(ServiceID="12345678901"),
+            "MessageFormat",
+        ),
+        (
+            lambda d: d["SaleToPOIRequest"]["MessageHeader"].update(MessageCategory="Reversal"),
+            "MessageFormat",
+        ),
         (lambda d: d["SaleToPOIRequest"]["MessageHeader"].update(POIID="NOPE"), "NotFound"),
-        (lambda d: d["SaleToPOIRequest"]["PaymentRequest"]["PaymentTransaction"]["AmountsReq"].update(RequestedAmount="10.99"), "MessageFormat"),
-        (lambda d: d["SaleToPOIRequest"]["PaymentRequest"]["PaymentTransaction"]["AmountsReq"].update(RequestedAmount=Decimal("10.999")), "MessageFormat"),
+        (
+            lambda d: d["SaleToPOIRequest"]["PaymentRequest"]["PaymentTransaction"][
+                "AmountsReq"
+            ].update(RequestedAmount="10.99"),
+            "MessageFormat",
+        ),
+        (
+            lambda d: d["SaleToPOIRequest"]["PaymentRequest"]["PaymentTransaction"][
+                "AmountsReq"
+            ].update(RequestedAmount=Decimal("10.999")),
+            "MessageFormat",
+        ),
     ],
 )
-async def test_a_malformed_document_is_refused_and_changes_nothing(ws_clients, store, mutate, condition):
+async def test_a_malformed_document_is_refused_and_changes_nothing(
+    ws_clients, store, mutate, condition
+):
     terminal, _ = await connect(ws_clients, store.terminal_key)
     doc = payment_doc("S1", "T-10", amount=Decimal("10.99"))
     mutate(doc)
     status, text = await post(nexo_payments.dumps(doc).encode(), store.desktop_key)
     document = json.loads(text)["SaleToPOIResponse"]
     (body,) = [v for k, v in document.items() if k != "MessageHeader"]
-    assert (status, body["Response"]["Result"], body["Response"]["ErrorCondition"]) == (200, "Failure", condition)
+    assert (status, body["Response"]["Result"], body["Response"]["ErrorCondition"]) == (
+        200,
+        "Failure",
+        condition,
+    )
     assert await db(Transaction.objects.count)() == 0
     assert await db(TerminalApiMessage.objects.count)() == 0
     assert await terminal.receive_nothing(timeout=0.1)
@@ -380,7 +439,10 @@ async def test_many_waiting_sync_payments_hold_no_thread(ws_clients, store, sett
     for s, f in zip(sockets, forwarded, strict=True):
         tid = f["paymentRequest"]["transactionId"]
         await s.send_json_to(
-            {"action": "paymentResponse", "paymentResponse": {"transactionId": tid, "status": "SUCCESS"}}
+            {
+                "action": "paymentResponse",
+                "paymentResponse": {"transactionId": tid, "status": "SUCCESS"},
+            }
         )
     results = await asyncio.gather(*calls)
     assert all(b'"Result":"Success"' in text for _, text in results)
