@@ -130,7 +130,8 @@ def category_of(document: object) -> str | None:
     request = document.get("SaleToPOIRequest") if isinstance(document, dict) else None
     header = request.get("MessageHeader") if isinstance(request, dict) else None
     category = header.get("MessageCategory") if isinstance(header, dict) else None
-    return category if category in CATEGORIES else None
+    # Any JSON value may be there (a list is not even hashable).
+    return category if isinstance(category, str) and category in CATEGORIES else None
 
 
 @dataclass(frozen=True)

@@ -446,3 +446,9 @@ async def test_many_waiting_sync_payments_hold_no_thread(ws_clients, store, sett
         )
     results = await asyncio.gather(*calls)
     assert all(b'"Result":"Success"' in text for _, text in results)
+
+
+@pytest.mark.parametrize("category", [["Payment"], {"Payment": 1}, 3, None])
+def test_a_category_of_any_json_value_is_not_a_payment_message(category):
+    document = {"SaleToPOIRequest": {"MessageHeader": {"MessageCategory": category}}}
+    assert nexo_payments.category_of(document) is None
