@@ -161,11 +161,13 @@ def payment_start(
     payment_request: Any,
     outbox: Outbox,
     device_id_only: bool = False,
+    terminal_api: bool = False,
 ) -> PaymentAccepted | StoredResult:
     """Validate, store and forward a payment; returns what the desktop is answered.
 
     Idempotent on transactionId per store: a repeat while in flight is answered with the
     current state and not forwarded again; a repeat after completion gets the stored result.
+    ``terminal_api``: started by a Terminal API message (its end is announced to waiters).
     """
     request = validate_payment_request(payment_request)
     _check_storable(request["amount"], request["transactionId"])
@@ -178,6 +180,7 @@ def payment_start(
             request=request,
             source=EventSource.DESKTOP,
             device_id_only=device_id_only,
+            terminal_api=terminal_api,
         ),
         outbox,
     )
@@ -194,6 +197,7 @@ def refund_start(
     user: Any = None,
     source: str = EventSource.DESKTOP,
     device_id_only: bool = False,
+    terminal_api: bool = False,
 ) -> PaymentAccepted | StoredResult:
     """Validate, store and forward a refund of a successful payment of the store.
 
@@ -215,6 +219,7 @@ def refund_start(
             refund=True,
             user=user,
             device_id_only=device_id_only,
+            terminal_api=terminal_api,
         ),
         outbox,
     )
@@ -233,6 +238,7 @@ class _Start:
     refund: bool = False
     user: Any = None
     device_id_only: bool = False
+    terminal_api: bool = False
 
 
 def _start(start: _Start, outbox: Outbox) -> PaymentAccepted | StoredResult:
@@ -386,6 +392,7 @@ def _transaction_insert(
         terminal=terminal,
         terminal_ref=start.terminal_id,
         desktop_connection_id=start.desktop_connection_id,
+        terminal_api=start.terminal_api,
         forwarded_at=now,
         deadline_at=now + dt.timedelta(seconds=settings.PAYMENT_TIMEOUT_S),
     )
@@ -466,6 +473,12 @@ def _repeat(txn: Transaction, start: _Start, outbox: Outbox) -> PaymentAccepted 
     _log(txn, f"repeated while {txn.status}")
     if txn.is_final:
         return StoredResult(_stored_result(txn), txn)
+    if start.terminal_api and not txn.terminal_api:
+        # A Terminal API message names a payment started over the WebSocket: from now on its
+        # end is announced to the message's waiters too (a result committed meanwhile is
+        # read by their first look at the database).
+        Transaction.objects.filter(pk=txn.pk).update(terminal_api=True)
+        txn.terminal_api = True
     live = live_connection(device_id=txn.terminal_id)
     return PaymentAccepted(
         txn, start.terminal_id, live.connection_id if live else None, duplicate=True
@@ -583,7 +596,8 @@ _WHERE_IN_PROGRESS = statement(
 )
 _WHERE_PK = statement("{Transaction.id} = %s", Transaction)
 _RETURNING = statement(
-    " RETURNING {Transaction.id}, {Transaction.desktop}, {Transaction.late}, {Transaction.type}",
+    " RETURNING {Transaction.id}, {Transaction.desktop}, {Transaction.late}, {Transaction.type},"
+    " {Transaction.terminal_api}",
     Transaction,
 )
 
@@ -631,7 +645,7 @@ def _record_result(
     )
     if row is None:
         return False
-    pk, desktop_pk, stored_late, kind_of = row
+    pk, desktop_pk, stored_late, kind_of, terminal_api = row
     if kind_of == TransactionType.REFUND:
         refund = Transaction.objects.select_related("original").get(pk=pk)
         _result_recorded(refund, old, kind, late, outbox)
@@ -649,6 +663,7 @@ def _record_result(
         desktop_id=desktop_pk,
         status=new,
         late=bool(stored_late),
+        terminal_api=bool(terminal_api),
         authorization_code=code,
         error_message=error,
         payment_response=response,

@@ -515,6 +515,7 @@ def terminal_api_payment(
                         payment_request=request,
                         outbox=outbox,
                         device_id_only=True,
+                        terminal_api=True,
                     )
                 else:
                     outcome = payments.refund_start(
@@ -525,6 +526,7 @@ def terminal_api_payment(
                         refund_request=request,
                         outbox=outbox,
                         device_id_only=True,
+                        terminal_api=True,
                     )
         except BadRequest:
             raise  # the message is not kept either

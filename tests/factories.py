@@ -185,12 +185,10 @@ def render(value: Any) -> Any:
 
 def sent(outbox: Outbox) -> tuple[list, list]:
     """What the gateway sends for the outbox's committed events: (channel-layer messages to
-    devices as (channel, message, on_fail), messages to dashboard groups as (group, message)).
-    A finished transaction's note to its own group (its Terminal API waiters) is left out:
-    tests/sessions/test_nexo_payments.py is about that."""
+    devices as (channel, message, on_fail), messages to groups as (group, message): the
+    dashboards', and a Terminal API transaction's end to its own group)."""
     to_devices, groups, _ = delivery.messages(outbox.take())
-    dashboards = [g for g in groups if not g[0].startswith(frames.TRANSACTION_GROUP_PREFIX)]
-    return to_devices, dashboards
+    return to_devices, groups
 
 
 class Runner:
@@ -198,7 +196,8 @@ class Runner:
     and returns its outcome as the gateway renders it (:func:`render`).
 
     Records what was sent: ``raw`` the last call's channel-layer messages, ``groups`` the
-    messages for channel-layer groups (the dashboards) of every call so far.
+    messages for channel-layer groups (the dashboards, a Terminal API transaction's waiters)
+    of every call so far.
     """
 
     def __init__(self, capture) -> None:

@@ -457,8 +457,10 @@ def dashboard_message(event: Frame) -> dict[str, Any]:
 
 
 # --- A transaction's end, for whoever waits on it ---------------------------------------------
-# A finished payment or refund (its result, late result, timeout or failure) is also sent to a
-# group of its own: a sync Terminal API request waits there without a thread
+# A finished payment or refund started through the Terminal API (Transaction.terminal_api: its
+# result, late result, timeout or failure) is also sent to a group of its own, the only extra
+# channel-layer message of a payment and only of those: a sync Terminal API request waits there
+# without a thread
 # (posgateway.gateway.waiting), and a desktop that asked over the async Terminal API or the
 # terminalApi action follows it to be pushed its terminalApiResponse.
 
@@ -476,8 +478,13 @@ def transaction_group(group_id: int, transaction_id: str) -> str:
 
 def transaction_finished(event: Any) -> tuple[str, dict[str, Any]] | None:
     """(group, message) telling a transaction's waiters it finished, for a PaymentChanged that
-    ends it; else None."""
-    if not isinstance(event, PaymentChanged) or event.step not in _FINISHING_STEPS:
+    ends a transaction started through the Terminal API (only those can have waiters: the
+    plain WebSocket payments send nothing more); else None."""
+    if (
+        not isinstance(event, PaymentChanged)
+        or not event.terminal_api
+        or event.step not in _FINISHING_STEPS
+    ):
         return None
     message = {
         "type": TRANSACTION_FINISHED,
