@@ -4,7 +4,8 @@ The waiter joins the transaction's channel-layer group (``frames.transaction_gro
 delivery notifies whenever a result, a late result, a timeout or a failure of that transaction
 is committed, on whichever process it happened (channels-redis carries it across processes).
 It reads the database only when told, and, because the layer is at-most-once (a notification
-may be dropped), again at growing intervals (1, 2, 4, 8 s, then every 8 s). Between reads it is
+may be dropped), again at growing intervals (``TERMINAL_API_RECHECK_S``, 1 s by default, then
+2, 4, 8 s, then every 8 s). Between reads it is
 a coroutine awaiting a future on the event loop: no worker thread is held, so hundreds of sync
 requests can wait in one process while its sockets are served.
 """
@@ -18,14 +19,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from posgateway.gateway import frames
 
 logger = logging.getLogger("posgateway.realtime")
 
 T = TypeVar("T")
-FIRST_POLL_S = 1.0
-MAX_POLL_S = 8.0
 
 
 async def wait_until_finished(
@@ -51,7 +51,8 @@ async def wait_until_finished(
     except Exception as exc:  # the layer is down: the polls alone still answer
         logger.info("waiting on %s without the channel layer (%s)", transaction_id, exc)
     receiver: asyncio.Future | None = None
-    interval = FIRST_POLL_S
+    interval = settings.TERMINAL_API_RECHECK_S
+    longest = 8 * interval
     try:
         while True:
             result = await check()
@@ -61,7 +62,7 @@ async def wait_until_finished(
             if remaining <= 0:
                 return None
             pause = min(interval, remaining)
-            interval = min(interval * 2, MAX_POLL_S)
+            interval = min(interval * 2, longest)
             if not joined:
                 await asyncio.sleep(pause)
                 continue

@@ -17,6 +17,7 @@ outcome is kept for a ``TransactionStatusRequest``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -104,8 +105,10 @@ class TerminalApiConsumer(AsyncHttpConsumer):
             else:
                 await self._json(200, response)
             return
-        answer, prepared = await database_sync_to_async(_payment)(desktop, document, push)
-        await run_failures(await send(prepared))
+        # Shielded: a client that goes away while its payment is being started does not stop
+        # the forward to the terminal (the payment is committed by then); only the wait for
+        # the answer may end with the request.
+        answer = await asyncio.shield(_start_payment(desktop, document, push))
         if answer.empty:
             await self.send_response(200, b"", headers=[(b"Content-Type", JSON)])
         elif answer.refused or not push:
@@ -139,6 +142,14 @@ class TerminalApiConsumer(AsyncHttpConsumer):
             reloaded = await database_sync_to_async(nexo_payments.reload)(pk)
             return nexo_payments.in_progress(reloaded)
         return document
+
+
+async def _start_payment(
+    desktop: Device, document: dict[str, Any], push: bool
+) -> nexo_payments.Answer:
+    answer, prepared = await database_sync_to_async(_payment)(desktop, document, push)
+    await run_failures(await send(prepared))
+    return answer
 
 
 def _response_now(pk: int) -> dict[str, Any] | None:

@@ -22,6 +22,13 @@ from tests.terminals.test_consumers import TIMEOUT, connect, db, request
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def woken_only_by_the_layer(settings):
+    """No re-read of the database within a test: a sync request answers only if the end of
+    its payment reaches it through the channel layer."""
+    settings.TERMINAL_API_RECHECK_S = 60
+
+
 def header(category: str, service_id: str, sale_id: str = "POS-A", poi_id: str = "TERM-1"):
     return {
         "ProtocolVersion": "3.0",
