@@ -176,6 +176,8 @@ class TerminalApiMessage(models.Model):
                 name="terminal_api_message_unique_in_group",
             ),
         ]
+        # The sweep looks for rows older than 48 h every second in every process.
+        indexes = [models.Index(fields=["created_at"], name="terminal_api_message_created")]
 
     def __str__(self) -> str:
         return f"{self.category} {self.sale_id}/{self.service_id}/{self.poi_id}"

@@ -548,6 +548,22 @@ def terminal_api_payment(
     return message, True
 
 
+def sweep_terminal_api_messages(*, limit: int = 500) -> int:
+    """Forget the Terminal API messages older than 48 h (their keys may be used again; their
+    transactions stay). One indexed read when there are none; safe in every process at once."""
+    cutoff = timezone.now() - MESSAGE_KEY_TTL
+    old = list(
+        TerminalApiMessage.objects.filter(created_at__lt=cutoff)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if not old:
+        return 0
+    deleted, _ = TerminalApiMessage.objects.filter(pk__in=old).delete()
+    logger.info("forgot %d Terminal API messages older than 48 h", deleted)
+    return deleted
+
+
 def terminal_api_message(
     *, group_id: int, sale_id: str, service_id: str, poi_id: str
 ) -> TerminalApiMessage | None:

@@ -31,6 +31,7 @@ class Migration(migrations.Migration):
             options={
                 'ordering': ['-created_at', '-pk'],
                 'constraints': [models.UniqueConstraint(fields=('group', 'sale_id', 'service_id', 'poi_id'), name='terminal_api_message_unique_in_group')],
+                'indexes': [models.Index(fields=['created_at'], name='terminal_api_message_created')],
             },
         ),
     ]
