@@ -140,7 +140,7 @@ def touch_cost(desktop, terminal, rounds: int = 200) -> None:
 
 
 def sends(outbox: Outbox) -> tuple[int, int]:
-    to_devices, to_groups = delivery.messages(outbox.events)
+    to_devices, to_groups, _follows = delivery.messages(outbox.events)
     return len(to_devices), len(to_groups)
 
 

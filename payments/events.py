@@ -21,6 +21,7 @@ class PaymentChanged:
     step: str
     type: str = "PAYMENT"
     original_transaction_id: str | None = None  # a refund's payment
+    terminal_api: bool = False  # started by a Terminal API message (Transaction.terminal_api)
 
     @classmethod
     def of(cls, txn: Transaction, step: str) -> PaymentChanged:
@@ -30,7 +31,14 @@ class PaymentChanged:
         else:
             original = None
         return cls(
-            txn.group_id, txn.transaction_id, txn.status, txn.late, str(step), txn.type, original
+            txn.group_id,
+            txn.transaction_id,
+            txn.status,
+            txn.late,
+            str(step),
+            txn.type,
+            original,
+            txn.terminal_api,
         )
 
 

@@ -107,6 +107,13 @@ class Transaction(models.Model):
         max_length=64, help_text="terminalId exactly as the desktop sent it"
     )
     desktop_connection_id = models.CharField(max_length=32, blank=True)
+    # Set at insert, never changed after (but for a Terminal API message that names a payment
+    # already in flight): only such a transaction's end is announced to its waiters, so the
+    # plain WebSocket payments send nothing more through the channel layer.
+    terminal_api = models.BooleanField(
+        default=False,
+        help_text="Started by a Terminal API (nexo) message: a request may be waiting on its end",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     forwarded_at = models.DateTimeField(null=True, blank=True)

@@ -161,11 +161,14 @@ def payment_start(
     terminal_id: str,
     payment_request: Any,
     outbox: Outbox,
+    device_id_only: bool = False,
+    terminal_api: bool = False,
 ) -> PaymentAccepted | StoredResult:
     """Validate, store and forward a payment; returns what the desktop is answered.
 
     Idempotent on transactionId per store: a repeat while in flight is answered with the
     current state and not forwarded again; a repeat after completion gets the stored result.
+    ``terminal_api``: started by a Terminal API message (its end is announced to waiters).
     """
     request = validate_payment_request(payment_request)
     _check_storable(request["amount"], request["transactionId"])
@@ -177,6 +180,8 @@ def payment_start(
             terminal_id=terminal_id,
             request=request,
             source=EventSource.DESKTOP,
+            device_id_only=device_id_only,
+            terminal_api=terminal_api,
         ),
         outbox,
     )
@@ -193,6 +198,7 @@ def refund_start(
     user: Any = None,
     source: str = EventSource.DESKTOP,
     device_id_only: bool = False,
+    terminal_api: bool = False,
 ) -> PaymentAccepted | StoredResult:
     """Validate, store and forward a refund of a successful payment of the store.
 
@@ -214,6 +220,7 @@ def refund_start(
             refund=True,
             user=user,
             device_id_only=device_id_only,
+            terminal_api=terminal_api,
         ),
         outbox,
     )
@@ -232,6 +239,7 @@ class _Start:
     refund: bool = False
     user: Any = None
     device_id_only: bool = False
+    terminal_api: bool = False
 
 
 def _start(start: _Start, outbox: Outbox) -> PaymentAccepted | StoredResult:
@@ -385,6 +393,7 @@ def _transaction_insert(
         terminal=terminal,
         terminal_ref=start.terminal_id,
         desktop_connection_id=start.desktop_connection_id,
+        terminal_api=start.terminal_api,
         forwarded_at=now,
         deadline_at=now + dt.timedelta(seconds=settings.PAYMENT_TIMEOUT_S),
     )
@@ -465,6 +474,12 @@ def _repeat(txn: Transaction, start: _Start, outbox: Outbox) -> PaymentAccepted 
     _log(txn, f"repeated while {txn.status}")
     if txn.is_final:
         return StoredResult(_stored_result(txn), txn)
+    if start.terminal_api and not txn.terminal_api:
+        # A Terminal API message names a payment started over the WebSocket: from now on its
+        # end is announced to the message's waiters too (a result committed meanwhile is
+        # read by their first look at the database).
+        Transaction.objects.filter(pk=txn.pk).update(terminal_api=True)
+        txn.terminal_api = True
     live = live_connection(device_id=txn.terminal_id)
     return PaymentAccepted(
         txn, start.terminal_id, live.connection_id if live else None, duplicate=True
@@ -582,7 +597,8 @@ _WHERE_IN_PROGRESS = statement(
 )
 _WHERE_PK = statement("{Transaction.id} = %s", Transaction)
 _RETURNING = statement(
-    " RETURNING {Transaction.id}, {Transaction.desktop}, {Transaction.late}, {Transaction.type}",
+    " RETURNING {Transaction.id}, {Transaction.desktop}, {Transaction.late}, {Transaction.type},"
+    " {Transaction.terminal_api}",
     Transaction,
 )
 
@@ -630,7 +646,7 @@ def _record_result(
     )
     if row is None:
         return False
-    pk, desktop_pk, stored_late, kind_of = row
+    pk, desktop_pk, stored_late, kind_of, terminal_api = row
     if kind_of == TransactionType.REFUND:
         refund = Transaction.objects.select_related("original").get(pk=pk)
         _result_recorded(refund, old, kind, late, outbox)
@@ -648,6 +664,7 @@ def _record_result(
         desktop_id=desktop_pk,
         status=new,
         late=bool(stored_late),
+        terminal_api=bool(terminal_api),
         authorization_code=code,
         error_message=error,
         payment_response=response,
@@ -724,6 +741,11 @@ _ADD_REFUNDED = statement(
 )
 
 
+def _column_decimal(value: Any) -> Decimal:
+    """An amount column's value as the database returned it, with the column's 4 decimals."""
+    return Decimal(str(value)).quantize(Decimal("0.0001"))
+
+
 def _refund_succeeded(refund: Transaction, outbox: Outbox) -> None:
     """Count a succeeded refund (late ones too: the money has moved) on its payment; flag the
     payment for a person when its refunds now exceed it."""
@@ -732,7 +754,9 @@ def _refund_succeeded(refund: Transaction, outbox: Outbox) -> None:
     refunded, amount, flagged = _execute(
         _ADD_REFUNDED, [refund.amount, _dt(timezone.now()), payment.pk], fetch="one"
     )
-    refunded, amount = Decimal(refunded), Decimal(amount)
+    # SQLite does the sum in floating point (4.99 comes back 4.99000000000000021...): back to
+    # the column's four decimals, as the ORM reads them.
+    refunded, amount = _column_decimal(refunded), _column_decimal(amount)
     payment.refunded_amount = refunded
     money = functools.partial(format_amount, currency=payment.currency)
     _note(

@@ -12,10 +12,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "posgateway.settings")
 django_asgi_app = get_asgi_application()  # sets Django up before the routing imports models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from posgateway.core import bodylimit, redact, serverlog  # noqa: E402
 from posgateway.gateway import background  # noqa: E402
 from posgateway.routing import websocket_urlpatterns  # noqa: E402
+from posgateway.terminal_api.consumers import TerminalApiConsumer  # noqa: E402
 
 # The servers' access logs print query strings: never a device key (posgateway/core/redact.py).
 redact.install()
@@ -40,7 +42,18 @@ async def lifespan(scope, receive, send) -> None:
 
 application = ProtocolTypeRouter(
     {
-        "http": bodylimit.BodyLimit(django_asgi_app),
+        # The Terminal API endpoints are an ASGI consumer (a sync payment waits for the
+        # terminal without a thread: posgateway/terminal_api/consumers.py); the rest is Django.
+        # Request bodies bounded while they are read, before anything buffers them
+        # (posgateway/core/bodylimit.py), whichever application answers.
+        "http": bodylimit.BodyLimit(
+            URLRouter(
+                [
+                    re_path(r"^terminal-api/(?:sync|async)$", TerminalApiConsumer.as_asgi()),
+                    re_path(r"", django_asgi_app),
+                ]
+            )
+        ),
         "websocket": URLRouter(websocket_urlpatterns),
         "lifespan": lifespan,
     }

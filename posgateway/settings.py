@@ -219,6 +219,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 SWEEP_INTERVAL_S = env_float("SWEEP_INTERVAL_S", 1.0)
 # Unacknowledged results are re-sent on connect for this long.
 REDELIVERY_WINDOW_S = env_float("REDELIVERY_WINDOW_S", 24 * 3600)
+# A sync Terminal API request is woken through the channel layer when its payment ends; it also
+# re-reads the database this long after it began waiting, then at doubling intervals up to 8x
+# this (the layer may drop a message).
+TERMINAL_API_RECHECK_S = env_float("TERMINAL_API_RECHECK_S", 1.0)
 # Flood guards (contract section 7 "Limits"): frames per connection (sustained rate and burst),
 # WebSocket handshakes per client address and process, live connections per store.
 WS_FRAMES_PER_S = env_float("WS_FRAMES_PER_S", 500)

@@ -10,7 +10,6 @@ from posgateway.gateway.health import healthz
 from posgateway.rest import payments as payments_api
 from posgateway.rest.sessions import SessionViewSet, TerminalRequestViewSet
 from posgateway.rest.terminals import DeviceViewSet, GroupViewSet, TerminalViewSet
-from posgateway.terminal_api import views as terminal_api
 
 # The REST API (docs/api.md): every endpoint scoped to the user's stores; reads, and refunds.
 api = SimpleRouter()
@@ -28,8 +27,6 @@ urlpatterns = [
     # The address `make run` announces: the dashboard (its login first).
     path("", RedirectView.as_view(pattern_name="dashboard:terminals"), name="home"),
     path("healthz", healthz, name="healthz"),
-    path("terminal-api/sync", terminal_api.sync, name="terminal-api-sync"),
-    path("terminal-api/async", terminal_api.async_, name="terminal-api-async"),
     path("admin/", admin.site.urls),
     # Staff login for the dashboard (contract section 6): back to the page asked for (?next=).
     path(

@@ -137,3 +137,47 @@ class TerminalRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.request_id} ({self.status})"
+
+
+class TerminalApiMessage(models.Model):
+    """A nexo payment message (Payment, Reversal) a POS sent over the Terminal API, keyed as
+    Adyen's cloud keys it: (SaleID, ServiceID, POIID) in the store, seen once in 48 h.
+
+    A repeat of the key starts nothing new: it is answered from here, with the transaction it
+    started (whose row holds the outcome) or the Failure it got (``failure``).
+    """
+
+    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="+")
+    sale_id = models.CharField(max_length=64)
+    service_id = models.CharField(max_length=10)
+    poi_id = models.CharField(max_length=64)
+    category = models.CharField(max_length=16, help_text="Payment or Reversal")
+    desktop = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="+")
+    transaction = models.ForeignKey(
+        "payments.Transaction",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="terminal_api_messages",
+    )
+    failure = models.JSONField(
+        null=True, blank=True, help_text='{"condition", "text"} when it started nothing'
+    )
+    aborted = models.BooleanField(
+        default=False, help_text="An AbortRequest named it while it was in flight"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "sale_id", "service_id", "poi_id"],
+                name="terminal_api_message_unique_in_group",
+            ),
+        ]
+        # The sweep looks for rows older than 48 h every second in every process.
+        indexes = [models.Index(fields=["created_at"], name="terminal_api_message_created")]
+
+    def __str__(self) -> str:
+        return f"{self.category} {self.sale_id}/{self.service_id}/{self.poi_id}"

@@ -20,6 +20,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from payments import services as payments
+from payments.models import Transaction
 from posgateway.core.events import Outbox
 from posgateway.core.protocol import (
     TERMINAL_BUSY,
@@ -27,6 +29,7 @@ from posgateway.core.protocol import (
     BadRequest,
     Conflict,
     NotFound,
+    ProtocolError,
 )
 from sessions.events import (
     RequestAccepted,
@@ -44,6 +47,7 @@ from sessions.models import (
     RequestKind,
     RequestStatus,
     SessionState,
+    TerminalApiMessage,
     TerminalRequest,
     TerminalSession,
 )
@@ -433,3 +437,186 @@ def sweep_request_timeouts(*, outbox: Outbox, limit: int = 200) -> int:
         logger.info("%s request %s timed out store=%s", req.kind, req.request_id, req.group_id)
         done += 1
     return done
+
+
+# --- Terminal API payment messages (contract section 10) -------------------------------------
+
+# Adyen's cloud remembers a (SaleID, ServiceID, POIID) this long; a repeat within it starts
+# nothing new.
+MESSAGE_KEY_TTL = dt.timedelta(hours=48)
+PAYMENT_CATEGORY = "Payment"
+REVERSAL_CATEGORY = "Reversal"
+
+
+def _message_claim(
+    *, desktop: Device, sale_id: str, service_id: str, poi_id: str, category: str
+) -> tuple[TerminalApiMessage, bool]:
+    """The store's message of this key: (a new one, True), or (the one of the last 48 h,
+    False). One of an older key is forgotten. Concurrent claims of one key: one wins (the
+    unique constraint), the others wait for its commit and get it."""
+    key = {
+        "group_id": desktop.group_id,
+        "sale_id": sale_id,
+        "service_id": service_id,
+        "poi_id": poi_id,
+    }
+    existing = (
+        TerminalApiMessage.objects.select_related("group", "transaction").filter(**key).first()
+    )
+    if existing is not None:
+        if existing.created_at >= timezone.now() - MESSAGE_KEY_TTL:
+            return existing, False
+        existing.delete()
+    try:
+        with transaction.atomic():
+            return TerminalApiMessage.objects.create(
+                **key, category=category, desktop=desktop
+            ), True
+    except IntegrityError:
+        return TerminalApiMessage.objects.select_related("group", "transaction").get(**key), False
+
+
+def terminal_api_payment(
+    *,
+    desktop: Device,
+    sale_id: str,
+    service_id: str,
+    poi_id: str,
+    category: str,
+    request: dict[str, Any],
+    outbox: Outbox,
+    desktop_connection_id: str = "",
+) -> tuple[TerminalApiMessage, bool]:
+    """Start the payment (``category`` Payment) or refund (Reversal) a Terminal API message
+    asks for, once per (SaleID, ServiceID, POIID) in 48 h: (its message, whether it is new).
+
+    ``request`` is a ``paymentRequest`` / ``refundRequest`` as payments.services reads it. A
+    repeat gets the first message, whatever it asked. A request the services refuse as bad
+    (BadRequest) is not kept (it changes nothing); other refusals (a busy or unreachable
+    terminal, an unknown original payment) are kept on the message as its ``failure``.
+    """
+    with transaction.atomic():
+        message, created = _message_claim(
+            desktop=desktop,
+            sale_id=sale_id,
+            service_id=service_id,
+            poi_id=poi_id,
+            category=category,
+        )
+        if not created:
+            return message, False
+        try:
+            with transaction.atomic():
+                if category == PAYMENT_CATEGORY:
+                    outcome = payments.payment_start(
+                        desktop=desktop,
+                        desktop_connection_id=desktop_connection_id,
+                        terminal_id=poi_id,
+                        payment_request=request,
+                        outbox=outbox,
+                        device_id_only=True,
+                        terminal_api=True,
+                    )
+                else:
+                    outcome = payments.refund_start(
+                        group_id=desktop.group_id,
+                        desktop=desktop,
+                        desktop_connection_id=desktop_connection_id,
+                        terminal_id=poi_id,
+                        refund_request=request,
+                        outbox=outbox,
+                        device_id_only=True,
+                        terminal_api=True,
+                    )
+        except BadRequest:
+            raise  # the message is not kept either
+        except ProtocolError as exc:
+            message.failure = exc.to_frame()
+            message.save(update_fields=["failure"])
+            logger.info(
+                "terminal api %s %s/%s refused: %s store=%s",
+                category,
+                sale_id,
+                service_id,
+                exc.message,
+                desktop.group_id,
+            )
+            return message, True
+        assert outcome.txn is not None
+        message.transaction = outcome.txn
+        message.save(update_fields=["transaction"])
+    return message, True
+
+
+def sweep_terminal_api_messages(*, limit: int = 500) -> int:
+    """Forget the Terminal API messages older than 48 h (their keys may be used again; their
+    transactions stay). One indexed read when there are none; safe in every process at once."""
+    cutoff = timezone.now() - MESSAGE_KEY_TTL
+    old = list(
+        TerminalApiMessage.objects.filter(created_at__lt=cutoff)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if not old:
+        return 0
+    deleted, _ = TerminalApiMessage.objects.filter(pk__in=old).delete()
+    logger.info("forgot %d Terminal API messages older than 48 h", deleted)
+    return deleted
+
+
+def terminal_api_message(
+    *, group_id: int, sale_id: str, service_id: str, poi_id: str
+) -> TerminalApiMessage | None:
+    """The store's message of this key seen in the last 48 h, with its transaction."""
+    return (
+        TerminalApiMessage.objects.select_related("group", "transaction", "transaction__original")
+        .filter(
+            group_id=group_id,
+            sale_id=sale_id,
+            service_id=service_id,
+            poi_id=poi_id,
+            created_at__gte=timezone.now() - MESSAGE_KEY_TTL,
+        )
+        .first()
+    )
+
+
+def terminal_api_abort(*, message: TerminalApiMessage, outbox: Outbox) -> bool:
+    """An AbortRequest names this message: cancel its payment if still in flight (the
+    terminal decides; its CANCELLED then reads as Aborted). Whether a cancel was asked."""
+    txn = message.transaction
+    if txn is None or txn.is_final:
+        return False
+    TerminalApiMessage.objects.filter(pk=message.pk).update(aborted=True)
+    message.aborted = True
+    payments.payment_cancel(
+        group_id=message.group_id, transaction_id=txn.transaction_id, outbox=outbox
+    )
+    return True
+
+
+def terminal_api_message_reload(*, pk: int) -> TerminalApiMessage:
+    """A message read again, with its transaction as it is now."""
+    return TerminalApiMessage.objects.select_related(
+        "group", "transaction", "transaction__original"
+    ).get(pk=pk)
+
+
+def terminal_api_transaction(*, transaction_pk: int) -> Transaction:
+    return Transaction.objects.select_related("original").get(pk=transaction_pk)
+
+
+def terminal_api_messages_of(
+    *, desktop: Device, group_id: int, transaction_id: str
+) -> list[TerminalApiMessage]:
+    """The desktop's messages (last 48 h) that started this transaction, newest first."""
+    return list(
+        TerminalApiMessage.objects.select_related("group", "transaction", "transaction__original")
+        .filter(
+            desktop=desktop,
+            group_id=group_id,
+            transaction__transaction_id=transaction_id,
+            created_at__gte=timezone.now() - MESSAGE_KEY_TTL,
+        )
+        .order_by("-created_at", "-pk")
+    )

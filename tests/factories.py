@@ -185,8 +185,10 @@ def render(value: Any) -> Any:
 
 def sent(outbox: Outbox) -> tuple[list, list]:
     """What the gateway sends for the outbox's committed events: (channel-layer messages to
-    devices as (channel, message, on_fail), messages to dashboard groups as (group, message))."""
-    return delivery.messages(outbox.take())
+    devices as (channel, message, on_fail), messages to groups as (group, message): the
+    dashboards', and a Terminal API transaction's end to its own group)."""
+    to_devices, groups, _ = delivery.messages(outbox.take())
+    return to_devices, groups
 
 
 class Runner:
@@ -194,7 +196,8 @@ class Runner:
     and returns its outcome as the gateway renders it (:func:`render`).
 
     Records what was sent: ``raw`` the last call's channel-layer messages, ``groups`` the
-    messages for channel-layer groups (the dashboards) of every call so far.
+    messages for channel-layer groups (the dashboards, a Terminal API transaction's waiters)
+    of every call so far.
     """
 
     def __init__(self, capture) -> None:

@@ -24,11 +24,13 @@ from posgateway.core.protocol import (
     BadRequest,
 )
 from posgateway.gateway import frames
+from posgateway.gateway.delivery import Follow
+from posgateway.nexo import payments as nexo_payments
 from sessions import services as sessions
 from sessions.models import RequestKind
 from terminals.events import TerminalStatus
 from terminals.models import Device, DeviceType
-from terminals.selectors import terminal_list
+from terminals.selectors import live_connection, terminal_list
 
 
 @dataclass
@@ -177,10 +179,34 @@ def _response(kind: str) -> Handler:
     return result
 
 
-def terminal_api(ctx: DeviceContext, frame: Frame, outbox: Outbox) -> Frame:
+def terminal_api(ctx: DeviceContext, frame: Frame, outbox: Outbox) -> Frame | None:
+    """A nexo request over the socket: admin requests answered at once; a payment or a
+    reversal answered when the terminal has (this socket follows the transaction), a status
+    at once, an abort not at all (as Adyen's empty answer)."""
     document = {k: v for k, v in frame.items() if k != "action"}
-    response, _ = nexo.terminal_api_request(desktop=ctx.device, document=document, outbox=outbox)
-    return frames.terminal_api_response(response)
+    if nexo_payments.category_of(document) is None:
+        response, _ = nexo.terminal_api_request(
+            desktop=ctx.device, document=document, outbox=outbox
+        )
+        return frames.terminal_api_response(response)
+    answer = nexo_payments.handle(
+        desktop=ctx.device,
+        document=document,
+        outbox=outbox,
+        desktop_connection_id=ctx.connection_id,
+    )
+    if answer.empty:
+        return None
+    if answer.document is not None:
+        return frames.terminal_api_response(answer.document)
+    assert answer.message is not None
+    assert answer.message.transaction is not None
+    live = live_connection(device_id=ctx.device.pk)
+    if live is not None:
+        txn = answer.message.transaction
+        group = frames.transaction_group(txn.group_id, txn.transaction_id)
+        outbox.publish(Follow(group, live.channel_name))
+    return None
 
 
 # --- The table ---------------------------------------------------------------------------------

@@ -96,4 +96,5 @@ def sweep(*, outbox: Outbox) -> None:
     payments.sweep_payment_timeouts(outbox=outbox)
     sessions.sweep_request_timeouts(outbox=outbox)
     sessions.sweep_sessions(outbox=outbox)
+    sessions.sweep_terminal_api_messages()
     terminals.sweep_connections(outbox=outbox)

@@ -7,6 +7,7 @@ in the services; frames are built in posgateway.gateway.frames.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -43,6 +44,7 @@ from posgateway.gateway.delivery import Messages, deliver, prepare, run_failures
 from posgateway.gateway.health import channel_layer_back
 from posgateway.gateway.heartbeat import HANDSHAKES, LIVE, log_failure
 from posgateway.gateway.websocket import WebsocketConsumer
+from posgateway.nexo import payments as nexo_payments
 from terminals.services import (
     CLOSE_REPLACED,
     CLOSE_TOO_MANY,
@@ -252,17 +254,26 @@ class GatewayConsumer(WebsocketConsumer):
             raise BadRequest(INVALID_JSON) from None
         if not isinstance(data, dict):
             raise BadRequest("Message must be a JSON object")
+        if data.get("action") == "terminalApi":
+            # nexo amounts are JSON numbers: read exactly, never through a float.
+            data = nexo_payments.loads(text)
         # NUL and lone surrogates come only as \u escapes; no database can store or match them.
         if "\\u" in text and (where := unstorable_text(data)) is not None:
             raise BadRequest(f"{where} {UNSTORABLE_TEXT}")
         return data
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
+        if frame.get("action") == "terminalApiResponse":
+            await self.send(text_data=nexo_payments.dumps(frame))  # its amounts are Decimals
+            return
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
 
     # --- Messages from the channel layer ---------------------------------------------------
 
     async def gateway_frame(self, event: dict[str, Any]) -> None:
+        if event.get("text") is not None:  # written already (a Terminal API answer)
+            await self.send(text_data=event["text"])
+            return
         frame = event["frame"]
         if frame.get("action") in frames.RESULT_ACTIONS:
             seq = frame.get("seq", 0)
@@ -297,6 +308,28 @@ class GatewayConsumer(WebsocketConsumer):
             await self.send_frame(frame)
             if frame.get("action") in frames.RESULT_ACTIONS:
                 self.sent_seq = max(self.sent_seq, frame["seq"])
+
+    async def terminal_api_result(self, event: dict[str, Any]) -> None:
+        """A transaction this desktop asked for over the async Terminal API (or the
+        terminalApi action) finished: push its nexo answer as ``terminalApiResponse``."""
+        if self.ctx is None:
+            return
+        ctx = self.ctx
+        try:
+            documents = await database_sync_to_async(nexo_payments.pushed_responses)(
+                desktop=ctx.device,
+                group_id=event.get("groupId"),
+                transaction_id=event.get("transactionId"),
+            )
+        except Exception as exc:
+            log_failure(exc, f"the Terminal API answer for {ctx.connection_id} failed")
+            return
+        for document in documents:
+            await self.send_frame(frames.terminal_api_response(document))
+        if documents and self.channel_layer is not None:
+            group = frames.transaction_group(event["groupId"], event["transactionId"])
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def gateway_force_disconnect(self, event: dict[str, Any]) -> None:
         LIVE.discard(self)  # closing: no more heartbeat frames to it

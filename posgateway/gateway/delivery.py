@@ -36,8 +36,9 @@ logger = logging.getLogger("posgateway.realtime")
 
 OnFail = Callable[[Outbox], None]
 Message = tuple[str, dict[str, Any], OnFail | None]
-# (messages to devices' channels, messages to dashboard groups)
-Messages = tuple[list[Message], list[tuple[str, dict[str, Any]]]]
+# (messages to devices' channels, messages to groups (dashboards, a transaction's waiters),
+# channels joining groups (first of all))
+Messages = tuple[list[Message], list[tuple[str, dict[str, Any]]], list[tuple[str, str]]]
 
 # The message types the device consumer handles (GatewayConsumer.gateway_frame, ...).
 FRAME = "gateway.frame"
@@ -53,15 +54,37 @@ class Push:
 
     channel_name: str
     frame: dict[str, Any]
+    # The frame as JSON already, when it holds what the layer cannot carry (a Terminal API
+    # answer's amounts are Decimals, written exactly by posgateway.nexo.payments.dumps).
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """A device's socket joins a transaction's group (``frames.transaction_group``) to hear
+    when it finishes: an asynchronous Terminal API payment answered on the desktop's socket.
+    Joined before anything else of the outbox is sent, so before the terminal can answer."""
+
+    group: str
+    channel_name: str
 
 
 def messages(events: list[Any]) -> Messages:
     """The channel-layer messages of ``events``: (to devices, to dashboard groups)."""
     to_devices: list[Message] = []
     to_groups: list[tuple[str, dict[str, Any]]] = []
+    follows: list[tuple[str, str]] = []
     for event in events:
+        if isinstance(event, Follow):
+            follows.append((event.group, event.channel_name))
+            continue
         if isinstance(event, Push):
-            to_devices.append((event.channel_name, {"type": FRAME, "frame": event.frame}, None))
+            if event.text is None:
+                message = {"type": FRAME, "frame": event.frame}
+            else:
+                message = {"type": FRAME, "frame": {"action": event.frame["action"]}}
+                message["text"] = event.text
+            to_devices.append((event.channel_name, message, None))
             continue
         if isinstance(event, ConnectionClosed):
             to_devices.append((event.channel_name, {"type": CLOSE, "code": event.code}, None))
@@ -83,7 +106,10 @@ def messages(events: list[Any]) -> Messages:
         if dashboard is not None:
             group_id, body = dashboard
             to_groups.append((frames.dashboard_group(group_id), frames.dashboard_message(body)))
-    return to_devices, to_groups
+        finished = frames.transaction_finished(event)
+        if finished is not None:
+            to_groups.append(finished)
+    return to_devices, to_groups, follows
 
 
 def _on_fail(event: Any) -> OnFail | None:
@@ -115,12 +141,17 @@ async def send(prepared: Messages) -> list[OnFail]:
     The layer is at-most-once: a send that "succeeds" may still be dropped, which is why
     every guarantee lives in the database and this is only the fast path.
     """
-    to_devices, to_groups = prepared
+    to_devices, to_groups, follows = prepared
     failures: list[OnFail] = []
-    if not to_devices and not to_groups:
+    if not to_devices and not to_groups and not follows:
         return failures
     layer = get_channel_layer()
     assert layer is not None  # settings.CHANNEL_LAYERS always has a default
+    for group_name, channel_name in follows:
+        try:
+            await layer.group_add(group_name, channel_name)
+        except Exception as exc:
+            _refused(exc, f"join of {channel_name} to {group_name}", None)
     for channel_name, message, on_fail in to_devices:
         try:
             await layer.send(channel_name, message)

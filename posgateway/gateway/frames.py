@@ -9,6 +9,7 @@ sends; a test checks docs/protocol.md against it. Errors are built by the one ma
 
 from __future__ import annotations
 
+import hashlib
 from functools import singledispatch
 from typing import Any
 
@@ -453,3 +454,41 @@ def dashboard_event(event: Any) -> tuple[int, Frame] | None:
 def dashboard_message(event: Frame) -> dict[str, Any]:
     """The channel-layer message carrying a dashboard event to the store's group."""
     return {"type": DASHBOARD_MESSAGE_TYPE, "event": {**event, "timestamp": now_iso()}}
+
+
+# --- A transaction's end, for whoever waits on it ---------------------------------------------
+# A finished payment or refund started through the Terminal API (Transaction.terminal_api: its
+# result, late result, timeout or failure) is also sent to a group of its own, the only extra
+# channel-layer message of a payment and only of those: a sync Terminal API request waits there
+# without a thread
+# (posgateway.gateway.waiting), and a desktop that asked over the async Terminal API or the
+# terminalApi action follows it to be pushed its terminalApiResponse.
+
+TRANSACTION_GROUP_PREFIX = "transaction."
+TRANSACTION_FINISHED = "terminal_api.result"  # GatewayConsumer.terminal_api_result
+_FINISHING_STEPS = frozenset({"result", "late_result", "timeout", "failed"})
+
+
+def transaction_group(group_id: int, transaction_id: str) -> str:
+    """The channel-layer group of one transaction (a group name is at most 100 characters of
+    [A-Za-z0-9._-]: a transactionId may hold any printable character, so it is hashed)."""
+    digest = hashlib.sha256(transaction_id.encode()).hexdigest()[:32]
+    return f"{TRANSACTION_GROUP_PREFIX}{group_id}.{digest}"
+
+
+def transaction_finished(event: Any) -> tuple[str, dict[str, Any]] | None:
+    """(group, message) telling a transaction's waiters it finished, for a PaymentChanged that
+    ends a transaction started through the Terminal API (only those can have waiters: the
+    plain WebSocket payments send nothing more); else None."""
+    if (
+        not isinstance(event, PaymentChanged)
+        or not event.terminal_api
+        or event.step not in _FINISHING_STEPS
+    ):
+        return None
+    message = {
+        "type": TRANSACTION_FINISHED,
+        "groupId": event.group_id,
+        "transactionId": event.transaction_id,
+    }
+    return transaction_group(event.group_id, event.transaction_id), message

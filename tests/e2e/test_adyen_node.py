@@ -5,8 +5,14 @@ A POS that already talks to Adyen's cloud Terminal API points the library's
 speaks only HTTPS and sends chunked bodies, so daphne serves TLS itself here with a throwaway CA
 (tests/e2e/tls.py) that Node trusts through ``NODE_EXTRA_CA_CERTS``; the terminal and desktop
 sockets use ``wss://`` trusting the same CA. tests/node/adyen_session.js reports, per step, what
-the library returned and what Node actually put on the wire. The last test runs our own Python
-client (posgateway.client) over the same TLS server, as docs/terminal-api.md shows it.
+the library returned and what Node actually put on the wire; tests/node/adyen_payments.js takes
+payments, reversals, statuses and aborts through the library while playing the terminal on a
+real socket (contract section 10), and the gateway's REST API then shows what was stored. The
+last test runs our own Python client (posgateway.client) over the same TLS server, as
+docs/terminal-api.md shows it.
+
+Adyen's Python library (PyPI ``Adyen``, up to 16.0.0) has no cloud Terminal API service (no
+``/terminal-api/sync`` call, no nexo models): there is nothing of it to run here.
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ import base64
 import contextlib
 import json
 import os
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -32,6 +41,7 @@ pytestmark = [pytest.mark.e2e]
 
 NODE_DIR = ROOT / "tests" / "node"
 SCRIPT = NODE_DIR / "adyen_session.js"
+PAYMENTS_SCRIPT = NODE_DIR / "adyen_payments.js"
 SESSION_ACTIONS = ("sessionBegin", "sessionEnd")
 
 
@@ -61,9 +71,11 @@ class Store:
     desktop_key: str
     terminal_key: str
     terminal_id: str
+    token: str = ""  # a manager's REST API token (the payments store)
 
 
 # One manage.py process makes every store of this module (each process start costs seconds).
+# The payments store also has a terminal that never connects and a manager's REST token.
 MAKE_STORES = """
 import json
 from terminals import services
@@ -75,6 +87,12 @@ for name, slug, terminal_id in json.loads(WANTED):
         group=group, device_type="terminal", device_id=terminal_id
     )
     out[name] = [slug, desktop, terminal, terminal_id]
+    if name == "payments":
+        services.device_create(group=group, device_type="terminal", device_id="TERM-OFF")
+        _, token = services.staff_create_or_update(
+            username=f"mgr-{slug}", group_slugs=[slug], password=None, role="manager"
+        )
+        out[name].append(token)
 print(json.dumps(out))
 """
 
@@ -90,6 +108,7 @@ def stores(deployment) -> dict[str, Store]:
             ("other", "OTHER-TERM"),
             ("probe", "TERM-001"),
             ("python", "TERM-001"),
+            ("payments", "TERM-001"),
         ]
     ]
     code = MAKE_STORES.replace("WANTED", repr(json.dumps(wanted)))
@@ -133,20 +152,22 @@ class AdyenRun:
         return json.loads(self[step]["wire"]["body"])
 
     def __str__(self) -> str:
-        lines = "\n".join(json.dumps(r) for r in self.reports)
+        lines = "\n".join(json.dumps(r, default=str) for r in self.reports)
         return f"exit {self.returncode}\n{lines}\nstderr:\n{self.stderr}"
 
 
 @pytest.fixture
 def run_adyen(node, server):
-    async def run(scenario: str, key: str, *, trust_ca: bool = True, **env: str) -> AdyenRun:
+    async def run(
+        scenario: str, key: str, *, trust_ca: bool = True, script: Any = SCRIPT, **env: str
+    ) -> AdyenRun:
         full_env = {k: v for k, v in os.environ.items() if k != "NODE_EXTRA_CA_CERTS"}
         full_env.update(GATEWAY_URL=server.url, GATEWAY_KEY=key, **env)
         if trust_ca:
             full_env["NODE_EXTRA_CA_CERTS"] = str(server.certs.ca_file)
         proc = await asyncio.create_subprocess_exec(
             node,
-            str(SCRIPT),
+            str(script),
             scenario,
             cwd=NODE_DIR,
             env=full_env,
@@ -162,11 +183,12 @@ def run_adyen(node, server):
         reports = []
         for line in out.decode().splitlines():
             try:
-                reports.append(json.loads(line))
+                # Numbers as the exact decimals Node wrote: 10.99 is Decimal("10.99").
+                reports.append(json.loads(line, parse_float=Decimal))
             except ValueError:
                 reports.append({"step": "output", "text": line})
         result = AdyenRun(proc.returncode, reports, err.decode(errors="replace"))
-        assert proc.returncode == 0, f"adyen_session.js {scenario} failed:\n{result}"
+        assert proc.returncode == 0, f"{script.name} {scenario} failed:\n{result}"
         assert result["done"], str(result)
         return result
 
@@ -330,6 +352,198 @@ async def test_adyen_node_library_refuses_the_gateway_unless_its_ca_is_trusted(s
     # ...and with NODE_EXTRA_CA_CERTS the same request reaches the gateway and is answered.
     result = trusted["probe"]["result"]["SaleToPOIResponse"]["AdminResponse"]["Response"]
     assert result["ErrorCondition"] == "NotFound", str(trusted)
+
+
+def rest_transaction(server, token: str, tid: str) -> tuple[int, dict[str, Any]]:
+    """The gateway's REST view of a transaction, as a manager of its store reads it."""
+    request = urllib.request.Request(
+        f"{server.url}/api/transactions/{tid}/", headers={"Authorization": f"Token {token}"}
+    )
+    try:
+        with urllib.request.urlopen(
+            request, timeout=10, context=server.certs.ssl_context()
+        ) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+
+
+def nexo(run: AdyenRun, step: str) -> dict[str, Any]:
+    """The SaleToPOIResponse Adyen's library parsed for a step (the step must have one)."""
+    report = run[step]
+    assert "result" in report, f"{step}: {report}\n{run}"
+    return report["result"]["SaleToPOIResponse"]
+
+
+def condition(response: dict[str, Any]) -> tuple[str, str | None]:
+    return response["Response"]["Result"], response["Response"].get("ErrorCondition")
+
+
+@pytest.mark.node
+async def test_adyen_node_library_pays_reverses_asks_status_and_aborts(
+    stores, connect, run_adyen, server
+):
+    store = stores["payments"]
+    desktop = await connect(store.desktop_key)
+
+    run = await run_adyen(
+        "payments",
+        store.desktop_key,
+        script=PAYMENTS_SCRIPT,
+        POI_ID=store.terminal_id,
+        OFFLINE_POI_ID="TERM-OFF",
+        TERMINAL_URL=server.ws_url,
+        TERMINAL_KEY=store.terminal_key,
+        RUN=uuid.uuid4().hex[:3],
+    )
+
+    print(run)
+    # Approved: the library deserialised its own models, amounts exact as Node holds them.
+    paid = nexo(run, "pay1099")
+    payment = paid["PaymentResponse"]
+    assert condition(payment) == ("Success", None), str(run)
+    assert payment["PaymentResult"]["AmountsResp"] == {
+        "Currency": "EUR",
+        "AuthorizedAmount": Decimal("10.99"),
+    }
+    assert payment["PaymentResult"]["PaymentAcquirerData"]["ApprovalCode"] == "AUTH1"
+    assert payment["POIData"]["POITransactionID"]["TransactionID"] == "PAY-1099"
+    assert payment["SaleData"]["SaleTransactionID"]["TransactionID"] == "PAY-1099"
+    assert paid["MessageHeader"]["MessageType"] == "Response"
+    assert {
+        path: run["pay1099"]["types"][path]
+        for path in (
+            "SaleToPOIResponse",
+            "SaleToPOIResponse.MessageHeader",
+            "SaleToPOIResponse.PaymentResponse",
+            "SaleToPOIResponse.PaymentResponse.Response",
+            "SaleToPOIResponse.PaymentResponse.PaymentResult.AmountsResp",
+            "SaleToPOIResponse.PaymentResponse.PaymentResult.PaymentAcquirerData",
+            "SaleToPOIResponse.PaymentResponse.POIData.POITransactionID",
+        )
+    } == {
+        "SaleToPOIResponse": "SaleToPOIResponse",
+        "SaleToPOIResponse.MessageHeader": "MessageHeader",
+        "SaleToPOIResponse.PaymentResponse": "PaymentResponse",
+        "SaleToPOIResponse.PaymentResponse.Response": "Response",
+        "SaleToPOIResponse.PaymentResponse.PaymentResult.AmountsResp": "AmountsResp",
+        "SaleToPOIResponse.PaymentResponse.PaymentResult.PaymentAcquirerData": (
+            "PaymentAcquirerData"
+        ),
+        "SaleToPOIResponse.PaymentResponse.POIData.POITransactionID": ("TransactionIdentification"),
+    }
+    # The same ServiceID again: the first one's answer, and the terminal asked once.
+    assert nexo(run, "retry1099") == paid
+    asked = [(f["action"], f["transactionId"], f.get("amount")) for f in run["terminal"]["sent"]]
+    assert asked.count(("paymentRequest", "PAY-1099", "10.99")) == 1, asked
+    # 0.3 and JPY 1500 exact, each way.
+    amounts = nexo(run, "pay03")["PaymentResponse"]["PaymentResult"]["AmountsResp"]
+    assert amounts == {"Currency": "EUR", "AuthorizedAmount": Decimal("0.3")}
+    amounts = nexo(run, "payJpy")["PaymentResponse"]["PaymentResult"]["AmountsResp"]
+    assert amounts == {"Currency": "JPY", "AuthorizedAmount": 1500}
+    assert ("paymentRequest", "PAY-03", "0.30") in asked
+    assert ("paymentRequest", "PAY-JPY", "1500") in asked
+
+    declined = nexo(run, "declined")["PaymentResponse"]
+    assert condition(declined) == ("Failure", "Refusal")
+    assert "PaymentResult" not in declined
+    assert condition(nexo(run, "unreachable")["PaymentResponse"]) == ("Failure", "UnreachableHost")
+    assert condition(nexo(run, "busy")["PaymentResponse"]) == ("Failure", "Busy")
+
+    # In flight, then aborted: the original sync call ends Aborted, and its status says so.
+    in_flight = nexo(run, "statusInFlight")["TransactionStatusResponse"]
+    assert condition(in_flight) == ("Failure", "InProgress")
+    # The abort's HTTP 200 with an empty body, as Adyen's cloud answers it: an empty response.
+    assert (run["abort"]["result"], run["abort"]["types"]) == ({}, {"": "TerminalApiResponse"})
+    assert ("cancelPayment", "HOLD-A", None) in asked
+    assert condition(nexo(run, "held")["PaymentResponse"]) == ("Failure", "Aborted")
+    status = nexo(run, "statusAborted")["TransactionStatusResponse"]
+    assert condition(status) == ("Success", None)
+    repeated = status["RepeatedMessageResponse"]
+    assert condition(repeated["RepeatedResponseMessageBody"]["PaymentResponse"]) == (
+        "Failure",
+        "Aborted",
+    )
+    assert repeated["MessageHeader"]["MessageCategory"] == "Payment"
+    assert (
+        run["statusAborted"]["types"][
+            "SaleToPOIResponse.TransactionStatusResponse.RepeatedMessageResponse"
+        ]
+        == "RepeatedMessageResponse"
+    )
+
+    # A response the POS gave up on: the payment went on, and its status has the answer.
+    assert "error" in run["lost"], str(run)
+    status = nexo(run, "statusLost")["TransactionStatusResponse"]
+    assert condition(status) == ("Success", None)
+    lost = status["RepeatedMessageResponse"]["RepeatedResponseMessageBody"]["PaymentResponse"]
+    assert condition(lost) == ("Success", None)
+    assert lost["PaymentResult"]["AmountsResp"]["AuthorizedAmount"] == Decimal("25.5")
+    unknown = nexo(run, "statusUnknown")["TransactionStatusResponse"]
+    assert condition(unknown) == ("Failure", "NotFound")
+
+    # Reversals: 4.00 of 10.99, then 7.00 of the 6.99 left is refused.
+    reversal = nexo(run, "reversal")["ReversalResponse"]
+    assert condition(reversal) == ("Success", None)
+    assert reversal["ReversedAmount"] == 4
+    over = nexo(run, "overReversal")["ReversalResponse"]
+    assert condition(over) == ("Failure", "NotAllowed")
+    assert "6.99" in over["Response"]["AdditionalResponse"]
+    refunds_asked = [(action, amount) for action, _, amount in asked if action == "refundRequest"]
+    assert refunds_asked == [("refundRequest", "4.00")]  # the refused one reached no terminal
+
+    # Async: "ok", then the answer on the desktop's socket.
+    assert run["async"]["result"] == "ok", str(run)
+    pushed = await desktop.recv_action("terminalApiResponse")
+    response = pushed["SaleToPOIResponse"]["PaymentResponse"]
+    assert condition(response) == ("Success", None)
+    assert response["POIData"]["POITransactionID"]["TransactionID"] == "PAY-ASYNC"
+
+    error = run["wrongKey"]["error"]
+    assert (error["name"], error["statusCode"]) == ("HttpClientException", 401), str(run)
+
+    # What the gateway stored, as its REST API shows any payment.
+    def stored(tid: str) -> dict[str, Any] | None:
+        code, body = rest_transaction(server, store.token, tid)
+        assert code in (200, 404), (tid, code)
+        return body if code == 200 else None
+
+    rows = await asyncio.to_thread(
+        lambda: {
+            tid: stored(tid)
+            for tid in (
+                "PAY-1099",
+                "PAY-03",
+                "PAY-JPY",
+                "DECL-1",
+                "HOLD-A",
+                "HOLD-LOST",
+                "PAY-ASYNC",
+                "PAY-BUSY",
+                "PAY-OFF",
+                "PAY-KEY",
+            )
+        }
+    )
+    shown = {
+        tid: row and (row["status"], row["amount"], row["currency"]) for tid, row in rows.items()
+    }
+    assert shown == {
+        "PAY-1099": ("SUCCESS", "10.99", "EUR"),
+        "PAY-03": ("SUCCESS", "0.30", "EUR"),
+        "PAY-JPY": ("SUCCESS", "1500", "JPY"),
+        "DECL-1": ("DECLINED", "5.00", "EUR"),
+        "HOLD-A": ("CANCELLED", "20.00", "EUR"),
+        "HOLD-LOST": ("SUCCESS", "25.50", "EUR"),
+        "PAY-ASYNC": ("SUCCESS", "12.34", "EUR"),
+        "PAY-BUSY": None,
+        "PAY-OFF": None,
+        "PAY-KEY": None,
+    }
+    paid_row = rows["PAY-1099"]
+    assert paid_row is not None
+    assert (paid_row["refundedAmount"], paid_row["refundableAmount"]) == ("4.00", "6.99")
+    assert [(r["status"], r["amount"]) for r in paid_row["refunds"]] == [("SUCCESS", "4.00")]
 
 
 async def test_python_client_runs_a_session_with_input_and_payment_over_tls(stores, server):

@@ -39,10 +39,12 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Processes A and B on one deployment, as behind a load balancer."""
+    """Processes A and B on one deployment, as behind a load balancer. A sync Terminal API
+    request re-reads the database only after a minute: within a test it is answered only when
+    the end of its payment, on whichever process, reaches it through Redis."""
     with production_deployment() as deployment:
-        a = Gateway(deployment, deployment.server())
-        b = Gateway(deployment, deployment.server())
+        a = Gateway(deployment, deployment.server(TERMINAL_API_RECHECK_S="60"))
+        b = Gateway(deployment, deployment.server(TERMINAL_API_RECHECK_S="60"))
         try:
             yield a, b
         finally:
@@ -157,6 +159,128 @@ async def test_payment_started_on_a_killed_process_times_out_exactly_once(cluste
     await pay(again, terminal, "TERM", "TXN-AFTER")
     complete = await finish(again, terminal, "TXN-AFTER")
     assert complete["seq"] == timed_out["seq"] + 1
+
+
+# --- Terminal API (nexo) payments across processes --------------------------------------------
+
+
+def nexo_request(category: str, service_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    header = {
+        "ProtocolVersion": "3.0",
+        "MessageClass": "Service",
+        "MessageCategory": category,
+        "MessageType": "Request",
+        "SaleID": "POS-MP",
+        "ServiceID": service_id,
+        "POIID": "TERM",
+    }
+    return {"SaleToPOIRequest": {"MessageHeader": header, f"{category}Request": body}}
+
+
+def nexo_payment(service_id: str, tid: str) -> bytes:
+    """A PaymentRequest of 10.99 EUR, the amount a JSON number as a POS writes it."""
+    body = {
+        "SaleData": {"SaleTransactionID": {"TransactionID": tid, "TimeStamp": "2026-01-01T00:00Z"}},
+        "PaymentTransaction": {"AmountsReq": {"Currency": "EUR", "RequestedAmount": "AMOUNT"}},
+    }
+    text = json.dumps(nexo_request("Payment", service_id, body))
+    return text.replace('"AMOUNT"', "10.99").encode()
+
+
+def nexo_status(service_id: str, of_service_id: str) -> bytes:
+    reference = {"MessageCategory": "Payment", "SaleID": "POS-MP", "ServiceID": of_service_id}
+    body = {"MessageReference": reference}
+    return json.dumps(nexo_request("TransactionStatus", service_id, body)).encode()
+
+
+def terminal_api_sync(server: Server, key: str, body: bytes) -> dict[str, Any]:
+    """POST /terminal-api/sync; the answer with its numbers as exact decimals."""
+    request = urllib.request.Request(
+        f"{server.url}/terminal-api/sync",
+        data=body,
+        method="POST",
+        headers={"x-api-key": key, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return json.loads(response.read(), parse_float=Decimal)
+
+
+async def approve(terminal: DeviceClient, tid: str) -> None:
+    forwarded = await terminal.recv_action("paymentRequest")
+    assert forwarded["paymentRequest"]["transactionId"] == tid
+    assert forwarded["paymentRequest"]["amount"] == "10.99"
+    response = {"transactionId": tid, "status": "SUCCESS", "authorizationCode": "AUTH-NX"}
+    await terminal.send({"action": "paymentResponse", "paymentResponse": response})
+
+
+async def test_a_sync_terminal_api_payment_waits_on_one_process_for_a_terminal_on_the_other(
+    cluster,
+):
+    a, b = cluster
+    store = a.store()
+    terminal = await b.connect(store.terminal)
+
+    call = asyncio.ensure_future(
+        asyncio.to_thread(terminal_api_sync, a.server, store.desktop, nexo_payment("MP1", "NX-1"))
+    )
+    await approve(terminal, "NX-1")
+    document = await call
+
+    payment = document["SaleToPOIResponse"]["PaymentResponse"]
+    assert payment["Response"]["Result"] == "Success"
+    assert payment["PaymentResult"]["AmountsResp"] == {
+        "Currency": "EUR",
+        "AuthorizedAmount": Decimal("10.99"),
+    }
+    assert payment["PaymentResult"]["PaymentAcquirerData"]["ApprovalCode"] == "AUTH-NX"
+    assert payment["POIData"]["POITransactionID"]["TransactionID"] == "NX-1"
+
+
+async def test_a_client_gone_mid_wait_cancels_nothing_and_its_outcome_stays_for_status(cluster):
+    a, b = cluster
+    store = a.store()
+    terminal = await b.connect(store.terminal)
+    desktop = await b.connect(store.desktop)
+    host, port = a.server.url.removeprefix("http://").split(":")
+    body = nexo_payment("MP2", "NX-GONE")
+
+    # The POS posts to A, then its connection drops while A waits for the terminal on B.
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /terminal-api/sync HTTP/1.1\r\nHost: gateway\r\n"
+        + f"x-api-key: {store.desktop}\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    forwarded = await terminal.recv_action("paymentRequest")
+    writer.close()
+    await writer.wait_closed()
+    in_flight = await asyncio.to_thread(
+        terminal_api_sync, b.server, store.desktop, nexo_status("MP2S1", "MP2")
+    )
+    status = in_flight["SaleToPOIResponse"]["TransactionStatusResponse"]["Response"]
+    assert (status["Result"], status["ErrorCondition"]) == ("Failure", "InProgress")
+
+    # The terminal answers after the POS has gone: the payment goes on, nothing is cancelled.
+    assert forwarded["paymentRequest"]["transactionId"] == "NX-GONE"
+    response = {"transactionId": "NX-GONE", "status": "SUCCESS", "authorizationCode": "AUTH-NX"}
+    await terminal.send({"action": "paymentResponse", "paymentResponse": response})
+    await desktop.recv_action("paymentComplete", transactionId="NX-GONE")
+    assert await terminal.frames_until_pong() == []  # no cancelPayment
+
+    # Asked again (on either process), the lost response is there.
+    for server, service_id in ((b.server, "MP2S2"), (a.server, "MP2S3")):
+        answer = await asyncio.to_thread(
+            terminal_api_sync, server, store.desktop, nexo_status(service_id, "MP2")
+        )
+        status_response = answer["SaleToPOIResponse"]["TransactionStatusResponse"]
+        assert status_response["Response"]["Result"] == "Success"
+        repeated = status_response["RepeatedMessageResponse"]["RepeatedResponseMessageBody"]
+        payment = repeated["PaymentResponse"]
+        assert payment["Response"]["Result"] == "Success"
+        assert payment["PaymentResult"]["AmountsResp"]["AuthorizedAmount"] == Decimal("10.99")
+    assert (await transaction_status(desktop, "NX-GONE"))["status"] == "SUCCESS"
 
 
 # --- Refunds of one payment racing from both processes ----------------------------------------

@@ -28,6 +28,7 @@ from posgateway.core.protocol import (
 )
 from posgateway.dashboard.templatetags.dashboard import amount as dashboard_amount
 from posgateway.gateway import connections as gateway
+from posgateway.gateway import frames
 from terminals import services as terminals
 from terminals.models import Device, DeviceType
 from tests.factories import Runner, Store, make_device, make_group, open_connection, render
@@ -66,6 +67,7 @@ def start(
     currency: str = "USD",
     desktop: Device | None = None,
     desktop_connection_id: str | None = None,
+    terminal_api: bool = False,
     **fields: Any,
 ) -> dict[str, Any]:
     return run(
@@ -73,6 +75,7 @@ def start(
         desktop=desktop or world.desktop,
         desktop_connection_id=desktop_connection_id or world.desk_conn.connection_id,
         terminal_id=terminal_id,
+        terminal_api=terminal_api,
         payment_request={
             "transactionId": tid,
             "amount": amount,
@@ -846,3 +849,63 @@ def test_sixteen_digit_amounts_are_kept_whole_or_refused_never_rounded(run, worl
     assert "paymentRequest.amount" in error.value.message
     assert stored_state() == before
     assert run.sent == []
+
+
+# --- who hears a transaction end -------------------------------------------------------------
+
+
+def transaction_groups(run: Runner) -> list[str]:
+    """The channel-layer groups of single transactions messages went to (their waiters')."""
+    return [group for group, _ in run.groups if group.startswith("transaction.")]
+
+
+def test_a_websocket_payment_tells_no_transaction_group_it_ended(run, world):
+    """The plain WebSocket payment (nearly all traffic) has no waiters: its result and its
+    timeout cost no channel-layer message beyond the desktop's and the dashboards'."""
+    start(run, world, "WS-1")
+    report(run, world, "WS-1")
+    start(run, world, "WS-2")
+    expire("WS-2")
+    run(payments.sweep_payment_timeouts)
+
+    assert txn("WS-1").status == "SUCCESS"
+    assert txn("WS-2").status == "TIMEOUT"
+    assert transaction_groups(run) == []
+
+
+def test_a_terminal_api_transaction_tells_its_waiters_it_ended(run, world):
+    """Started by a Terminal API message: its result, its refund's result and its timeout each
+    reach the transaction's group (where a sync request waits), on whichever process."""
+    start(run, world, "NX-1", terminal_api=True)
+    report(run, world, "NX-1")
+    run(
+        payments.refund_start,
+        group_id=world.group.pk,
+        desktop=world.desktop,
+        terminal_id="TERM-1",
+        refund_request={"transactionId": "NX-R", "originalTransactionId": "NX-1"},
+        terminal_api=True,
+    )
+    run(
+        payments.payment_result,
+        terminal=world.terminal,
+        payment_response={"transactionId": "NX-R", "status": "SUCCESS"},
+        kind="REFUND",
+    )
+    start(run, world, "NX-2", terminal_api=True)
+    expire("NX-2")
+    run(payments.sweep_payment_timeouts)
+
+    assert [txn(t).status for t in ("NX-1", "NX-R", "NX-2")] == ["SUCCESS", "SUCCESS", "TIMEOUT"]
+    assert transaction_groups(run) == [
+        frames.transaction_group(world.group.pk, tid) for tid in ("NX-1", "NX-R", "NX-2")
+    ]
+
+
+def test_a_terminal_api_message_naming_a_websocket_payment_in_flight_hears_its_end(run, world):
+    start(run, world, "WS-3")
+    start(run, world, "WS-3", terminal_api=True)  # the same payment, named by a nexo message
+    report(run, world, "WS-3")
+
+    assert txn("WS-3").terminal_api
+    assert transaction_groups(run) == [frames.transaction_group(world.group.pk, "WS-3")]

@@ -24,17 +24,43 @@ from typing import Any
 
 import pytest
 import websockets
+from asgiref.sync import async_to_sync
+from channels.testing import ApplicationCommunicator
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from payments.validation import validate_payment_request
+from posgateway.asgi import application
 from posgateway.core.protocol import BadRequest
 from terminals.models import Device
 from terminals.tokens import token_digest
 from tests.e2e.conftest import DeviceClient, Gateway
 from tests.security.dbscan import cells_containing
+
+
+def post_terminal_api(key: str, body: bytes) -> None:
+    """POST to /terminal-api/sync through the ASGI application (an HTTP consumer)."""
+
+    async def run() -> None:
+        comm = ApplicationCommunicator(
+            application,
+            {
+                "type": "http",
+                "method": "POST",
+                "path": "/terminal-api/sync",
+                "query_string": b"",
+                "headers": [(b"x-api-key", key.encode())],
+            },
+        )
+        await comm.send_input({"type": "http.request", "body": body, "more_body": False})
+        while (await comm.receive_output(5)).get("type") != "http.response.body":
+            pass
+        await comm.wait(5)
+
+    async_to_sync(run)()
+
 
 API_KEY_ON_PAGE = re.compile(r'class="api-key">([^<]+)<')
 
@@ -114,7 +140,7 @@ def test_no_key_or_token_is_stored_in_clear_anywhere(settings):
     for token in tokens:
         Client().get("/api/groups/", headers={"Authorization": f"Token {token}"})
     for key in keys:
-        Client().post("/terminal-api/sync", b"{}", "application/json", headers={"x-api-key": key})
+        post_terminal_api(key, b"{}")
 
     found = cells_containing(keys + tokens)
 

@@ -27,12 +27,13 @@ from sessions.models import (
     RequestKind,
     RequestStatus,
     SessionState,
+    TerminalApiMessage,
     TerminalRequest,
     TerminalSession,
 )
 from terminals import services as terminals
 from terminals.models import Connection, Device, DeviceType
-from tests.factories import make_device, render, sent
+from tests.factories import Store, make_device, make_payment, render, sent
 
 pytestmark = pytest.mark.django_db
 
@@ -1128,3 +1129,36 @@ def test_a_document_is_kept_unchanged_by_the_service(run, world: World) -> None:
     before = copy.deepcopy(document)
     api(run, world, document)
     assert document == before
+
+
+# --- Terminal API messages: remembered 48 h -------------------------------------------------
+
+
+def test_the_sweep_forgets_terminal_api_messages_older_than_48_hours():
+    store = Store("store-nexo")
+    now = timezone.now()
+    ages = {"S-OLD": dt.timedelta(hours=48, minutes=1), "S-NEW": dt.timedelta(hours=47)}
+    for service_id, age in ages.items():
+        message = TerminalApiMessage.objects.create(
+            group=store.group,
+            sale_id="POS-A",
+            service_id=service_id,
+            poi_id="TERM-1",
+            category="Payment",
+            desktop=store.desktop,
+            transaction=make_payment(store, f"T-{service_id}"),
+        )
+        # auto_now_add would overwrite a created_at given to create().
+        TerminalApiMessage.objects.filter(pk=message.pk).update(created_at=now - age)
+
+    gateway.sweep(outbox=Outbox())  # what every process runs every SWEEP_INTERVAL_S
+
+    assert list(TerminalApiMessage.objects.values_list("service_id", flat=True)) == ["S-NEW"]
+    # The payments stay, as any payment does; the old key may start a new one.
+    assert Transaction.objects.filter(transaction_id__in=["T-S-OLD", "T-S-NEW"]).count() == 2
+    assert (
+        services.terminal_api_message(
+            group_id=store.group.pk, sale_id="POS-A", service_id="S-OLD", poi_id="TERM-1"
+        )
+        is None
+    )

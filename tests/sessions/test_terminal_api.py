@@ -1,5 +1,6 @@
-"""``POST /terminal-api/sync`` and ``/async`` through Django's test client: the body limit and
-the response kept on the session."""
+"""``POST /terminal-api/sync`` and ``/async`` through the ASGI application (an HTTP consumer,
+not a Django view): the body limit and the response kept on the session; near-miss paths
+through Django's test client."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import ApplicationCommunicator
 
+from posgateway.asgi import application
 from posgateway.core.events import Outbox
 from sessions.models import SessionState, TerminalSession
 from terminals import services as terminals
@@ -30,8 +34,58 @@ def pos(django_capture_on_commit_callbacks):
     return SimpleNamespace(desktop=desktop, key=key, terminal=terminal)
 
 
+class Answer:
+    """An HTTP answer read as Django's test client's: status_code, headers, json()."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status_code = status
+        self.headers = headers
+        self.content = body
+
+    def __getitem__(self, name: str) -> str:
+        return self.headers[name.lower()]
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self.headers
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
 def post(client, path: str, body: bytes, key: str):
-    return client.generic("POST", path, body, content_type="application/json", HTTP_X_API_KEY=key)
+    """POST through the ASGI application; the exact Terminal API paths reach its consumer, the
+    rest Django (as under daphne)."""
+    if path not in ("/terminal-api/sync", "/terminal-api/async"):
+        return client.generic(
+            "POST", path, body, content_type="application/json", HTTP_X_API_KEY=key
+        )
+
+    async def run() -> Answer:
+        comm = ApplicationCommunicator(
+            application,
+            {
+                "type": "http",
+                "http_version": "1.1",
+                "method": "POST",
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": b"",
+                "headers": [(b"x-api-key", key.encode())],
+            },
+        )
+        await comm.send_input({"type": "http.request", "body": body, "more_body": False})
+        start = await comm.receive_output(5)
+        chunks = []
+        while True:
+            message = await comm.receive_output(5)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await comm.wait(5)
+        headers = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
+        return Answer(start["status"], headers, b"".join(chunks))
+
+    return async_to_sync(run)()
 
 
 def padded(document: dict[str, Any], size: int) -> bytes:
