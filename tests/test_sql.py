@@ -321,7 +321,7 @@ def test_recording_a_result_writes_what_the_orm_writes(run):
         ],
         fetch="one",
     )
-    assert found == (by_sql.pk, store.desktop.pk, True, "PAYMENT")
+    assert found == (by_sql.pk, store.desktop.pk, True, "PAYMENT", False)
     Transaction.objects.filter(pk=by_orm.pk).update(
         status="SUCCESS",
         late=True,

@@ -69,7 +69,7 @@ def test_nothing_is_published_when_the_transaction_rolls_back(django_capture_on_
                 raise RuntimeError("rolled back")
         except RuntimeError:
             pass
-    assert delivery.messages(outbox.take()) == ([], [])
+    assert delivery.messages(outbox.take()) == ([], [], [])
 
 
 def test_timeouts_and_late_results_are_published(run, store_a):

@@ -263,7 +263,7 @@ def sent(monkeypatch) -> list[tuple[str, dict]]:
     frames: list[tuple[str, dict]] = []
 
     def recording(outbox):
-        to_devices, _ = delivery.messages(list(outbox.events))
+        to_devices, *_ = delivery.messages(list(outbox.events))
         frames.extend((channel, m["frame"]) for channel, m, _ in to_devices if "frame" in m)
         return delivery.deliver_sync(outbox)
 
