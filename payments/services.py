@@ -332,7 +332,8 @@ def refundable_amount(payment: Transaction) -> Decimal:
     its refunds in flight (exact only under the payment's row lock, as ``_refund_reserve``
     reads it; elsewhere it is what the page shows)."""
     (in_flight,) = _execute(_IN_FLIGHT_REFUNDS, [payment.pk], fetch="one")
-    return payment.amount - payment.refunded_amount - Decimal(in_flight)
+    # A REAL on SQLite (see _refund_succeeded).
+    return payment.amount - payment.refunded_amount - Decimal(str(in_flight))
 
 
 def _refund_reserve(group_id: int, request: dict[str, Any]) -> tuple[Transaction, str, Decimal]:
@@ -732,7 +733,9 @@ def _refund_succeeded(refund: Transaction, outbox: Outbox) -> None:
     refunded, amount, flagged = _execute(
         _ADD_REFUNDED, [refund.amount, _dt(timezone.now()), payment.pk], fetch="one"
     )
-    refunded, amount = Decimal(refunded), Decimal(amount)
+    # SQLite returns a REAL to a hand-written statement (the ORM converts it): read it back
+    # through its shortest text, which is the amount stored (15 significant digits).
+    refunded, amount = Decimal(str(refunded)), Decimal(str(amount))
     payment.refunded_amount = refunded
     money = functools.partial(format_amount, currency=payment.currency)
     _note(
