@@ -336,6 +336,8 @@ SPECTACULAR_SETTINGS = {
         "SessionOperationTypeEnum": "sessions.models.OperationType",
         "TerminalRequestTypeEnum": "sessions.models.RequestKind",
         "TerminalRequestStatusEnum": "sessions.models.RequestStatus",
+        "WebhookEventTypeEnum": "webhooks.models.EventType",
+        "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus",
     },
     # The docs UI's assets come from the sidecar package, served by whitenoise: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -31,7 +31,13 @@ from rest_framework.response import Response
 from payments.models import Transaction
 from posgateway.core.protocol import BadRequest, iso
 from posgateway.gateway.frames import terminal as terminal_frame
-from posgateway.rest.base import ApiView, ErrorSerializer, TimestampField, require_manager
+from posgateway.rest.base import (
+    ApiView,
+    ErrorSerializer,
+    TimestampField,
+    error_responses,
+    require_manager,
+)
 from posgateway.rest.filters import InstantFilter
 from posgateway.rest.payments import TransactionSerializer
 from posgateway.rest.sessions import SessionSerializer
@@ -208,19 +214,28 @@ def _body(request: Any) -> dict[str, Any]:
     return request.data
 
 
-_ENDPOINT_ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="A field refused: `message` names it"),
-    401: OpenApiResponse(ErrorSerializer, description="No credentials, or a wrong token"),
-    403: OpenApiResponse(ErrorSerializer, description="Not a manager of the store"),
-    404: OpenApiResponse(ErrorSerializer, description="Not found, or another store's"),
-}
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """The error answers of a webhook operation, in the one error shape."""
+    texts = {
+        400: "A field refused (`message` names it)",
+        403: "Not a manager of the store",
+        404: "Not found, or another store's (the same answer either way)",
+        409: "The endpoint is not active",
+    }
+    answers = error_responses()
+    for code in codes:
+        answers[code] = OpenApiResponse(ErrorSerializer, description=texts[code])
+    return dict(sorted(answers.items()))
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Webhook endpoints of your stores"),
+    list=extend_schema(
+        summary="Webhook endpoints of your stores",
+        responses={200: WebhookEndpointSerializer(many=True), **error_responses(400, paged=True)},
+    ),
     retrieve=extend_schema(
         summary="One webhook endpoint",
-        responses={200: WebhookEndpointSerializer, **_ENDPOINT_ERRORS},
+        responses={200: WebhookEndpointSerializer, **_errors(404)},
     ),
     create=extend_schema(
         summary="Subscribe a URL to a store's events",
@@ -228,17 +243,17 @@ _ENDPOINT_ERRORS = {
         "shown this once. The URL must be https:// (unless WEBHOOK_ALLOW_HTTP) and resolve "
         "to a public address (unless its host is in WEBHOOK_ALLOWED_HOSTS).",
         request=WebhookEndpointCreateSerializer,
-        responses={201: WebhookEndpointWithSecretSerializer, **_ENDPOINT_ERRORS},
+        responses={201: WebhookEndpointWithSecretSerializer, **_errors(400, 403)},
     ),
     partial_update=extend_schema(
         summary="Change a webhook endpoint",
         description="`url`, `events`, `description`, `active` (reactivating forgets its "
         "`disabledReason`). Needs a manager of the store.",
         request=WebhookEndpointPatchSerializer,
-        responses={200: WebhookEndpointSerializer, **_ENDPOINT_ERRORS},
+        responses={200: WebhookEndpointSerializer, **_errors(400, 403, 404)},
     ),
     destroy=extend_schema(
-        summary="Delete a webhook endpoint", responses={204: None, **_ENDPOINT_ERRORS}
+        summary="Delete a webhook endpoint", responses={204: None, **_errors(403, 404)}
     ),
 )
 class WebhookEndpointViewSet(
@@ -299,7 +314,7 @@ class WebhookEndpointViewSet(
         description="A new secret, shown this once; the old one keeps signing beside it for "
         "24 h (both signatures are sent), so receivers can switch without losing a message.",
         request=None,
-        responses={200: WebhookEndpointWithSecretSerializer, **_ENDPOINT_ERRORS},
+        responses={200: WebhookEndpointWithSecretSerializer, **_errors(403, 404)},
     )
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request, pk: str | None = None) -> Response:
@@ -313,7 +328,7 @@ class WebhookEndpointViewSet(
         description="A `webhook.test` event to this endpoint only; answers 202 with the event "
         "(follow its deliveries at /api/webhook-events/<id>/). 409 for an inactive endpoint.",
         request=None,
-        responses={202: WebhookEventSerializer, **_ENDPOINT_ERRORS},
+        responses={202: WebhookEventSerializer, **_errors(403, 404, 409)},
     )
     @action(detail=True, methods=["post"])
     def test(self, request, pk: str | None = None) -> Response:
@@ -378,10 +393,11 @@ class WebhookEventFilter(django_filters.FilterSet):
         summary="Webhook events of your stores",
         description="Newest first; every event of the stores, whether or not an endpoint got "
         "it. Filters: `type`, `created_after` (inclusive), `created_before` (exclusive).",
+        responses={200: WebhookEventSerializer(many=True), **error_responses(400, paged=True)},
     ),
     retrieve=extend_schema(
         summary="One webhook event, with its deliveries",
-        responses={200: WebhookEventDetailSerializer, **_ENDPOINT_ERRORS},
+        responses={200: WebhookEventDetailSerializer, **_errors(404)},
     ),
 )
 class WebhookEventViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
@@ -413,7 +429,7 @@ class WebhookEventViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
         description="Every active endpoint that got it (or subscribes to it now) gets it again, "
         "with a fresh retry schedule; answers 202. Needs a manager of the store.",
         request=None,
-        responses={202: WebhookEventDetailSerializer, **_ENDPOINT_ERRORS},
+        responses={202: WebhookEventDetailSerializer, **_errors(403, 404)},
     )
     @action(detail=True, methods=["post"])
     def redeliver(self, request, event_id: str | None = None) -> Response:
