@@ -123,10 +123,14 @@ def test_a_change_that_rolls_back_leaves_no_event(run, shop):
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom), transaction.atomic():
-        result(run, shop, "T1", "SUCCESS")
-        assert WebhookEvent.objects.count() == before + 1  # written with the change …
-        raise Boom
+    def change_then_fail() -> None:
+        with transaction.atomic():
+            result(run, shop, "T1", "SUCCESS")
+            assert WebhookEvent.objects.count() == before + 1  # written with the change …
+            raise Boom
+
+    with pytest.raises(Boom):
+        change_then_fail()
 
     assert WebhookEvent.objects.count() == before  # … and gone with it
     assert Transaction.objects.get(transaction_id="T1").status == "IN_PROGRESS"
