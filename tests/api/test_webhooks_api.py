@@ -21,7 +21,9 @@ def _allow_local(settings):
 
 @pytest.fixture
 def viewer_a(store_a):
-    _user, token = staff_create_or_update(username="vera", group_slugs=[store_a.slug], role="viewer")
+    _user, token = staff_create_or_update(
+        username="vera", group_slugs=[store_a.slug], role="viewer"
+    )
     return token_client(type("U", (), {"api_token": token})())
 
 
