@@ -79,6 +79,21 @@ def stop(worker: subprocess.Popen) -> None:
             worker.wait(5)
 
 
+def sessions_gone() -> None:
+    """The workers' database sessions ended (PostgreSQL ends a killed client's a moment later):
+    the test database can be dropped."""
+
+    def others() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0]
+
+    wait_for(lambda: others() == 0, 10, "the workers' database sessions to end")
+
+
 def all_delivered() -> bool:
     return WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED).count() == EVENTS
 
@@ -101,6 +116,7 @@ def test_two_worker_processes_share_the_events_without_sending_one_twice(tmp_pat
         finally:
             for worker in workers:
                 stop(worker)
+            sessions_gone()
         ids = Counter(r.headers["webhook-id"] for r in receiver.received)
         duplicates = sum(n - 1 for n in ids.values())
         print(f"\n{len(ids)} events delivered by 2 workers, {duplicates} duplicates")
@@ -149,6 +165,7 @@ def test_a_worker_killed_mid_delivery_leaves_the_event_to_another(tmp_path):
             )
         finally:
             stop(second)
+            sessions_gone()
         first_try, second_try = receiver.received
         assert first_try.headers["webhook-id"] == second_try.headers["webhook-id"]
         assert second_try.verified["type"] == "terminal.offline"
