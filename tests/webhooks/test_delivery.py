@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import time
 
 import pytest
 from django.utils import timezone
@@ -12,6 +14,7 @@ from rest_framework.test import APIClient
 from payments import services as payments
 from posgateway.client.webhooks import verify
 from posgateway.rest.webhooks import event_body
+from posgateway.webhook_delivery.worker import Worker
 from tests.factories import Runner, Store, make_staff, open_connection
 from tests.webhooks.conftest import drive, subscribe
 from tests.webhooks.receivers import Listener, Receiver
@@ -444,3 +447,41 @@ def test_old_events_are_pruned_after_the_retention(run, shop, receiver, settings
     assert not WebhookEvent.objects.filter(pk=old.pk).exists()
     assert WebhookDelivery.objects.count() == 1
     assert WebhookAttempt.objects.count() == 1
+
+
+def test_a_hanging_receiver_does_not_hold_up_another_stores_deliveries(
+    run, shop, receivers, settings
+):
+    settings.WEBHOOK_TIMEOUT_S = 2.0
+    settings.WEBHOOK_LEASE_S = 4.0
+    settings.WEBHOOK_CONCURRENCY_PER_ENDPOINT = 2
+    hanging, fast = receivers(mode="hang", hang_s=2), receivers()
+    store_b = Store("store-b")
+    subscribe(shop.group, hanging)
+    subscribe(store_b.group, fast)
+    for _ in range(6):  # more than the hanging endpoint's slots
+        services.event_record(
+            group_id=shop.group.pk, type="terminal.offline", subject_pk=shop.terminal.pk
+        )
+        services.event_record(
+            group_id=store_b.group.pk, type="terminal.offline", subject_pk=store_b.terminal.pk
+        )
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        worker = Worker()
+        task = asyncio.create_task(worker.run(stop))
+        started = time.monotonic()
+        try:
+            while len(fast.events()) < 6:
+                assert time.monotonic() - started < 1.8, "store B waited for store A's receiver"
+                await asyncio.sleep(0.02)
+            return time.monotonic() - started
+        finally:
+            stop.set()
+            await task
+
+    took = asyncio.run(scenario())
+
+    assert took < 1.8
+    assert len(hanging.received) <= 2  # its own two slots, no more, while it hangs
