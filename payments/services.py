@@ -75,6 +75,7 @@ from terminals import occupancy
 from terminals.models import Connection, Device
 from terminals.selectors import live_connection, names_terminal, resolve_terminal
 from terminals.services import desktop_next_seq, desktop_seq_acked
+from webhooks.services import transaction_event_record
 
 logger = logging.getLogger("payments")
 
@@ -340,7 +341,9 @@ def refundable_amount(payment: Transaction) -> Decimal:
     its refunds in flight (exact only under the payment's row lock, as ``_refund_reserve``
     reads it; elsewhere it is what the page shows)."""
     (in_flight,) = _execute(_IN_FLIGHT_REFUNDS, [payment.pk], fetch="one")
-    return payment.amount - payment.refunded_amount - Decimal(in_flight)
+    return (
+        payment.amount - payment.refunded_amount - Decimal(str(in_flight))
+    )  # a REAL on SQLite: see _refund_succeeded
 
 
 def _refund_reserve(group_id: int, request: dict[str, Any]) -> tuple[Transaction, str, Decimal]:
@@ -679,6 +682,10 @@ def _result_recorded(txn: Transaction, old: str, kind: str, late: bool, outbox: 
     """After a terminal's result is stored: its event, the dashboards, the log, the desktop."""
     detail = {"late": late} if late else {}
     _insert_events((txn.pk, kind, EventSource.TERMINAL, old, txn.status, detail))
+    # The store's webhooks: one INSERT, in this transaction (webhooks.services).
+    transaction_event_record(
+        group_id=txn.group_id, pk=txn.pk, kind=txn.type, status=txn.status, late=late
+    )
     outbox.publish(PaymentChanged.of(txn, kind))
     _log(txn, "late result" if late else "result", old, txn.status)
     _push_result(txn, outbox)
@@ -847,6 +854,9 @@ def _finish_by_gateway(
             new_status=status,
         )
         outbox.publish(PaymentChanged.of(txn, kind))
+        transaction_event_record(
+            group_id=txn.group_id, pk=txn.pk, kind=txn.type, status=status, late=False
+        )
         _log(txn, error_message, old, status)
         if status == TransactionStatus.TIMEOUT:
             live = live_connection(device_id=txn.terminal_id)

@@ -18,6 +18,7 @@ from posgateway.core import bodylimit, redact, serverlog  # noqa: E402
 from posgateway.gateway import background  # noqa: E402
 from posgateway.routing import websocket_urlpatterns  # noqa: E402
 from posgateway.terminal_api.consumers import TerminalApiConsumer  # noqa: E402
+from posgateway.webhook_delivery import worker as webhook_worker  # noqa: E402
 
 # The servers' access logs print query strings: never a device key (posgateway/core/redact.py).
 redact.install()
@@ -32,12 +33,20 @@ async def lifespan(scope, receive, send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            background.start()
+            start_background()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await background.stop()
+            await webhook_worker.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def start_background() -> None:
+    """This process's background work: the sweeper, and (unless WEBHOOK_IN_PROCESS=0) a
+    webhook delivery worker."""
+    background.start()
+    webhook_worker.start()
 
 
 application = ProtocolTypeRouter(
@@ -74,7 +83,7 @@ def _start_sweeper_when_serving() -> None:
         return
     from twisted.internet import reactor
 
-    reactor.callLater(0, background.start)  # runs on the asyncio loop, once it runs
+    reactor.callLater(0, start_background)  # runs on the asyncio loop, once it runs
 
 
 _start_sweeper_when_serving()

@@ -82,6 +82,8 @@ INSTALLED_APPS = [
     "terminals",
     "payments",
     "sessions.apps.TerminalSessionsConfig",
+    "webhooks",
+    "posgateway.webhook_delivery.apps.WebhookDeliveryConfig",
     "posgateway.dashboard.apps.DashboardConfig",
     "posgateway.backoffice.apps.BackofficeConfig",
 ]
@@ -234,6 +236,37 @@ SESSION_MAX_AGE_S = env_float("SESSION_MAX_AGE_S", 1800)
 # A display or input request times out this long after its durationMs or maxInputTimeMs.
 TERMINAL_REQUEST_TIMEOUT_S = env_float("TERMINAL_REQUEST_TIMEOUT_S", 30)
 
+# --- Webhooks (contract section 11, docs/webhooks.md) ----------------------------------------
+# A 2xx answer within this many seconds is delivered.
+WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 10)
+# Seconds between attempts (each jittered by ±10 %): 12 attempts over ~3 days, then failed.
+WEBHOOK_RETRY_SCHEDULE_S = [
+    float(s)
+    for s in env_list(
+        "WEBHOOK_RETRY_SCHEDULE_S", "5,60,300,1800,3600,7200,14400,28800,43200,64800,86400"
+    )
+]
+# Plain http:// endpoint URLs (on under DEBUG); otherwise https:// only.
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", DEBUG)
+# Hosts that may resolve to loopback, private, link-local or reserved addresses.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS")
+# Every server process delivers webhooks; 0 leaves it to `manage.py webhook_worker`.
+WEBHOOK_IN_PROCESS = env_bool("WEBHOOK_IN_PROCESS", True)
+# Events (with their deliveries and attempts) are deleted this many days after.
+WEBHOOK_RETENTION_DAYS = env_float("WEBHOOK_RETENTION_DAYS", 30)
+# Fernet keys that encrypt the signing secrets at rest (first encrypts, all decrypt); empty: a
+# key derived from SECRET_KEY (and SECRET_KEY_FALLBACKS).
+WEBHOOK_ENCRYPTION_KEYS = env_list("WEBHOOK_ENCRYPTION_KEYS")
+# A worker's claim on a delivery: another worker takes it over once this has passed.
+WEBHOOK_LEASE_S = env_float("WEBHOOK_LEASE_S", 60)
+# Attempts in flight at once per endpoint and worker, and per worker in all.
+WEBHOOK_CONCURRENCY_PER_ENDPOINT = env_int("WEBHOOK_CONCURRENCY_PER_ENDPOINT", 4)
+WEBHOOK_MAX_IN_FLIGHT = env_int("WEBHOOK_MAX_IN_FLIGHT", 64)
+# How often an idle worker looks for new events and due deliveries.
+WEBHOOK_POLL_INTERVAL_S = env_float("WEBHOOK_POLL_INTERVAL_S", 1.0)
+if WEBHOOK_LEASE_S <= WEBHOOK_TIMEOUT_S:
+    raise ImproperlyConfigured("WEBHOOK_LEASE_S must be longer than WEBHOOK_TIMEOUT_S")
+
 # --- The dashboard's "Needs attention" -------------------------------------------------------
 # A terminal offline while its store is open (Group.opens_at/closes_at) for longer than this;
 # a store without opening hours: offline for longer than ATTENTION_OFFLINE_AFTER_S.
@@ -343,6 +376,8 @@ SPECTACULAR_SETTINGS = {
         "SessionOperationTypeEnum": "sessions.models.OperationType",
         "TerminalRequestTypeEnum": "sessions.models.RequestKind",
         "TerminalRequestStatusEnum": "sessions.models.RequestStatus",
+        "WebhookEventTypeEnum": "webhooks.models.EventType",
+        "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus",
     },
     # The docs UI's assets come from the sidecar package, served by whitenoise: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -373,6 +408,7 @@ LOGGING = {
         "terminals": {"level": LOG_LEVEL},
         "payments": {"level": LOG_LEVEL},
         "sessions": {"level": LOG_LEVEL},
+        "webhooks": {"level": LOG_LEVEL},
         "django.channels.server": {"level": env_str("ACCESS_LOG_LEVEL", "WARNING").upper()},
     },
 }

@@ -10,8 +10,10 @@ from posgateway.gateway.health import healthz
 from posgateway.rest import payments as payments_api
 from posgateway.rest.sessions import SessionViewSet, TerminalRequestViewSet
 from posgateway.rest.terminals import DeviceViewSet, GroupViewSet, TerminalViewSet
+from posgateway.rest.webhooks import WebhookEndpointViewSet, WebhookEventViewSet
 
-# The REST API (docs/api.md): every endpoint scoped to the user's stores; reads, and refunds.
+# The REST API (docs/api.md): every endpoint scoped to the user's stores; reads, refunds and
+# webhook endpoints.
 api = SimpleRouter()
 api.register("groups", GroupViewSet, basename="group")
 api.register("terminals", TerminalViewSet, basename="terminal")
@@ -19,6 +21,8 @@ api.register("devices", DeviceViewSet, basename="device")
 api.register("transactions", payments_api.TransactionViewSet, basename="transaction")
 api.register("sessions", SessionViewSet, basename="session")
 api.register("terminal-requests", TerminalRequestViewSet, basename="terminal-request")
+api.register("webhook-endpoints", WebhookEndpointViewSet, basename="webhook-endpoint")
+api.register("webhook-events", WebhookEventViewSet, basename="webhook-event")
 
 # The schema and its docs UI are public; their assets come from the sidecar package.
 _public = {"permission_classes": [AllowAny], "authentication_classes": []}

@@ -61,6 +61,7 @@ from sessions.validation import (
 from terminals import occupancy
 from terminals.models import Device
 from terminals.selectors import live_connection, resolve_terminal
+from webhooks.services import event_record
 
 logger = logging.getLogger("sessions")
 
@@ -150,6 +151,7 @@ def session_begin(
             )
         outbox.publish(SessionBegun(session.session_id, session.operations, live.channel_name))
         outbox.publish(SessionChanged.of(session))
+        event_record(group_id=session.group_id, type="session.began", subject_pk=session.pk)
     logger.info(
         "session %s begun on terminal %s store=%s", session.session_id, poi_id, desktop.group_id
     )
@@ -211,6 +213,7 @@ def _end(session: TerminalSession, state: str, reason: str, outbox: Outbox) -> N
     session.end_reason = reason
     session.save(update_fields=["state", "ended_at", "end_reason"])
     outbox.publish(SessionChanged.of(session))
+    event_record(group_id=session.group_id, type="session.ended", subject_pk=session.pk)
     live = live_connection(device_id=session.terminal_id)
     if live is not None:
         outbox.publish(SessionEnded(session.session_id, reason, live.channel_name))

@@ -41,6 +41,7 @@ from terminals.models import (
     hash_key,
 )
 from terminals.selectors import open_desktop_channels
+from webhooks.services import event_record
 
 logger = logging.getLogger("terminals")
 
@@ -232,7 +233,15 @@ def _set_status(device: Device, status: str, now: dt.datetime, outbox: Outbox) -
     )
     if changed:
         logger.info("device %s is %s", device, status)
+        _terminal_event(device, status)
     return changed
+
+
+def _terminal_event(device: Device, status: str) -> None:
+    """``terminal.online|reconnecting|offline`` for the store's webhooks, in the caller's
+    transaction (webhooks.services: one INSERT)."""
+    if device.device_type == DeviceType.TERMINAL:
+        event_record(group_id=device.group_id, type=f"terminal.{status}", subject_pk=device.pk)
 
 
 def publish_terminal_status(*, device: Device, outbox: Outbox) -> None:
@@ -456,6 +465,7 @@ def sweep_connections(*, outbox: Outbox, limit: int = 500) -> int:
                 continue
             device = Device.objects.select_related("current_connection").get(pk=pk)
             logger.info("device %s is offline (grace period over)", device)
+            _terminal_event(device, DeviceStatus.OFFLINE)
             publish_terminal_status(device=device, outbox=outbox)
             changed += 1
     return changed

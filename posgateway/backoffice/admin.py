@@ -28,6 +28,7 @@ from sessions.models import TerminalRequest, TerminalSession
 from terminals import services
 from terminals.models import Connection, Device, Group, Membership
 from terminals.selectors import in_user_stores, is_manager, managed_groups
+from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 KEY_TEMPLATE = "admin/terminals/device/new_keys.html"
 
@@ -462,3 +463,72 @@ class TerminalRequestAdmin(RecordAdmin):
     search_fields = ["request_id", "terminal__device_id", "session__session_id"]
     list_select_related = ["group", "terminal__group", "session"]
     readonly_fields = [f.name for f in TerminalRequest._meta.fields]
+
+
+# --- Webhooks (managed on the dashboard and the REST API; here read-only records) -------------
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(RecordAdmin):
+    """Endpoints as records: their signing secrets are never shown (encrypted at rest, and
+    only the dashboard's or the API's create and rotate answers show one, once)."""
+
+    list_display = ("id", "group", "url", "active", "disabled_reason", "created_at")
+    list_filter = ("active",)
+    fields = (
+        "group",
+        "url",
+        "events",
+        "description",
+        "active",
+        "disabled_reason",
+        "failing_since",
+        "previous_secret_until",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+
+
+class WebhookDeliveryInline(ReadOnlyInline):
+    model = WebhookDelivery
+    fields = ("endpoint", "status", "attempts", "next_attempt_at", "lease_until")
+    readonly_fields = fields
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(RecordAdmin):
+    list_display = ("event_id", "group", "type", "dispatched", "created_at")
+    list_filter = ("type",)
+    search_fields = ("event_id",)
+    fields = ("event_id", "group", "type", "subject_pk", "dispatched", "payload", "created_at")
+    readonly_fields = fields
+    inlines = [WebhookDeliveryInline]
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(RecordAdmin):
+    store_field = "delivery__event__group"
+    list_display = ("delivery", "number", "status", "http_status", "duration_ms", "attempted_at")
+    fields = (
+        "delivery",
+        "number",
+        "status",
+        "http_status",
+        "duration_ms",
+        "error",
+        "response_body",
+        "attempted_at",
+        "next_attempt_at",
+    )
+    readonly_fields = fields
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(RecordAdmin):
+    store_field = "event__group"
+    list_display = ("event", "endpoint", "status", "attempts", "next_attempt_at")
+    list_filter = ("status",)
+    fields = ("event", "endpoint", "status", "attempts", "next_attempt_at", "lease_until")
+    readonly_fields = fields

@@ -23,4 +23,11 @@ urlpatterns = [
     path("devices/", views.devices_page, name="devices"),
     path("devices/<int:pk>/rotate/", views.device_rotate, name="device-rotate"),
     path("devices/<int:pk>/deactivate/", views.device_deactivate, name="device-deactivate"),
+    path("webhooks/", views.webhooks_page, name="webhooks"),
+    path("webhooks/<int:pk>/<str:what>/", views.webhook_endpoint_action, name="webhook-action"),
+    path(
+        "webhooks/events/<str:event_id>/redeliver/",
+        views.webhook_redeliver,
+        name="webhook-redeliver",
+    ),
 ]

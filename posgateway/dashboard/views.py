@@ -59,6 +59,8 @@ from posgateway.rest.filters import DATE_RANGE_TEXT, EARLIEST, LATEST, Transacti
 from terminals import services as terminals
 from terminals.models import DeviceType
 from terminals.selectors import devices_for_user, groups_for_user, is_manager, managed_groups
+from webhooks import services as webhooks
+from webhooks.models import WebhookEndpoint, WebhookEvent
 
 PAGE_SIZE = 25
 FRAGMENT_HEADER = "X-Fragment"
@@ -758,3 +760,139 @@ def report_export(request: HttpRequest) -> HttpResponse:
     rows = daily_totals(stores=stores, date_from=day, date_to=day)
     filename = f"daily-{store or 'all'}-{day}-{day}.csv"
     return csv_response(request, csv_chunks(DAILY_COLUMNS, (daily_row(r) for r in rows)), filename)
+
+
+# --- Webhooks (contract section 11) ------------------------------------------------------------
+
+WEBHOOK_CHANGES = "manage its webhooks"
+RECENT_WEBHOOK_EVENTS = 50
+
+
+class WebhookForm(forms.Form):
+    store = forms.ChoiceField()
+    url = forms.CharField(
+        max_length=2000, label="URL", help_text="https:// address the events are POSTed to"
+    )
+    events = forms.MultipleChoiceField(
+        choices=[("*", "every event"), *((t, t) for t in webhooks.SUBSCRIBABLE)],
+        initial=["*"],
+        widget=forms.CheckboxSelectMultiple,
+    )
+    description = forms.CharField(max_length=500, required=False)
+
+    def __init__(self, *args: Any, stores: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["store"].choices = [(slug, slug) for slug in stores]
+        if len(stores) == 1:
+            self.fields["store"].initial = stores[0]
+
+
+def _webhooks_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    stores = groups_for_user(request.user)
+    managed = dict(managed_groups(request.user).values_list("pk", "slug"))
+    events = list(
+        WebhookEvent.objects.select_related("group")
+        .filter(group__in=stores, dispatched=True)
+        .exclude(deliveries=None)
+        .prefetch_related("deliveries")
+        .order_by("-created_at", "-pk")[:RECENT_WEBHOOK_EVENTS]
+    )
+    return {
+        "nav": "webhooks",
+        "endpoints": list(
+            WebhookEndpoint.objects.select_related("group").filter(group__in=stores).order_by("pk")
+        ),
+        "events": events,
+        "show_store": stores.count() > 1,
+        "managed_store_pks": set(managed),
+        "form": (extra.pop("form", None) or WebhookForm(stores=list(managed.values())))
+        if managed
+        else None,
+        **extra,
+    }
+
+
+def _webhooks(request: HttpRequest, **extra: Any) -> HttpResponse:
+    return render(request, "dashboard/webhooks.html", _webhooks_context(request, **extra))
+
+
+@require_http_methods(["GET", "POST"])
+@staff_only
+def webhooks_page(request: HttpRequest) -> HttpResponse:
+    """Endpoints, recent events with each delivery's status; managers add endpoints here."""
+    if request.method == "GET":
+        return _webhooks(request)
+    named = groups_for_user(request.user).filter(slug=request.POST.get("store", "")).first()
+    if named is not None:
+        require_manager(request, named.pk, WEBHOOK_CHANGES)
+    stores = managed_groups(request.user)
+    if not stores.exists():
+        raise Forbidden(f"Only a manager of the store can {WEBHOOK_CHANGES}.")
+    form = WebhookForm(request.POST, stores=list(stores.values_list("slug", flat=True)))
+    if form.is_valid():
+        try:
+            endpoint, secret = webhooks.endpoint_create(
+                group_id=stores.get(slug=form.cleaned_data["store"]).pk,
+                url=form.cleaned_data["url"],
+                events=form.cleaned_data["events"],
+                description=form.cleaned_data["description"],
+                user=request.user,
+            )
+        except BadRequest as exc:
+            field = exc.message.split(":", 1)[0]
+            form.add_error(field if field in form.fields else None, exc.message)
+        else:
+            return _webhooks(request, new_secret={"endpoint": endpoint, "secret": secret})
+    return _webhooks(request, form=form)
+
+
+def _own_endpoint(request: HttpRequest, pk: int) -> WebhookEndpoint:
+    endpoint = (
+        WebhookEndpoint.objects.select_related("group")
+        .filter(pk=pk, group__in=groups_for_user(request.user))
+        .first()
+    )
+    if endpoint is None:
+        raise Http404("No such webhook endpoint in your stores")
+    require_manager(request, endpoint.group_id, WEBHOOK_CHANGES)
+    return endpoint
+
+
+@require_POST
+@staff_only
+def webhook_endpoint_action(request: HttpRequest, pk: int, what: str) -> HttpResponse:
+    """rotate (the new secret shown once), test, deactivate, activate, delete."""
+    if what not in ("rotate", "test", "deactivate", "activate", "delete"):
+        raise Http404("No such action")
+    endpoint = _own_endpoint(request, pk)
+    if what == "rotate":
+        secret = webhooks.endpoint_rotate_secret(endpoint=endpoint)
+        return _webhooks(request, new_secret={"endpoint": endpoint, "secret": secret})
+    if what == "test":
+        try:
+            event = webhooks.endpoint_test(endpoint=endpoint)
+        except ProtocolError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Test event {event.event_id} sent to {endpoint.url}.")
+    elif what == "delete":
+        webhooks.endpoint_delete(endpoint=endpoint)
+        messages.success(request, f"{endpoint.url} deleted.")
+    else:
+        webhooks.endpoint_update(endpoint=endpoint, changes={"active": what == "activate"})
+        messages.success(request, f"{endpoint.url} {what}d.")
+    return redirect("dashboard:webhooks")
+
+
+@require_POST
+@staff_only
+def webhook_redeliver(request: HttpRequest, event_id: str) -> HttpResponse:
+    event = WebhookEvent.objects.filter(
+        event_id=event_id, group__in=groups_for_user(request.user)
+    ).first()
+    if event is None:
+        raise Http404("No such webhook event in your stores")
+    require_manager(request, event.group_id, WEBHOOK_CHANGES)
+    count = webhooks.event_redeliver(event=event)
+    messages.success(request, f"{event.event_id} will be sent again ({count} endpoint(s)).")
+    return redirect("dashboard:webhooks")

@@ -28,8 +28,18 @@ ENDPOINTS = [
     "/api/sessions/{id}/",
     "/api/terminal-requests/",
     "/api/terminal-requests/{id}/",
+    "/api/webhook-events/",
+    "/api/webhook-events/{event_id}/",
 ]
 WRITES = {"/api/transactions/{transaction_id}/refunds/": "post"}
+# The webhook endpoints (contract section 11): paths with their methods, reads among them.
+WEBHOOKS = {
+    "/api/webhook-endpoints/": {"get", "post"},
+    "/api/webhook-endpoints/{id}/": {"get", "patch", "delete"},
+    "/api/webhook-endpoints/{id}/rotate-secret/": {"post"},
+    "/api/webhook-endpoints/{id}/test/": {"post"},
+    "/api/webhook-events/{event_id}/redeliver/": {"post"},
+}
 
 TRANSACTION_FILTERS = {
     "store",
@@ -66,10 +76,10 @@ def test_schema_is_public_and_valid_openapi_3(schema):
 
 
 def test_schema_lists_every_endpoint(schema):
-    assert set(schema["paths"]) == set(ENDPOINTS) | set(WRITES)
-    # Reads are GET only; the one write is POST only.
+    assert set(schema["paths"]) == set(ENDPOINTS) | set(WRITES) | set(WEBHOOKS)
+    # Reads are GET only; the refund is POST only; the webhooks' as the contract lists them.
     for path, operations in schema["paths"].items():
-        assert set(operations) == {WRITES.get(path, "get")}, path
+        assert set(operations) == WEBHOOKS.get(path, {WRITES.get(path, "get")}), path
 
 
 def test_every_filter_of_the_contract_is_documented(schema):
@@ -114,6 +124,18 @@ def test_every_error_is_documented_in_the_one_error_shape(schema):
     error = schema["components"]["schemas"]["Error"]
     assert {"error", "message"} <= set(error["required"])
     for path, operations in schema["paths"].items():
+        if path in WEBHOOKS:
+            for method, operation in operations.items():
+                responses = operation["responses"]
+                assert {"401", "429"} <= set(responses), (path, method)
+                if method != "get":
+                    assert "403" in responses, (path, method)
+                if "{" in path:
+                    assert "404" in responses, (path, method)
+                for code in (code for code in responses if code >= "400"):
+                    ref = responses[code]["content"]["application/json"]["schema"]["$ref"]
+                    assert ref == "#/components/schemas/Error", (path, method, code)
+            continue
         if path in WRITES:
             responses = operations[WRITES[path]]["responses"]
             expected = {"200", "202", "400", "401", "403", "404", "409", "429"}

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 
 from payments.models import TransactionStatus
 from tests.api.conftest import make_payment
-from tests.api.test_schema import ENDPOINTS, WRITES
+from tests.api.test_schema import ENDPOINTS, WEBHOOKS, WRITES
 from tests.api.test_sessions_api import make_request, make_session
 from tests.api.test_transactions import pay_through_services
 
@@ -79,23 +79,29 @@ def auth_header(staff_a) -> dict[str, str]:
 
 # Every operation the schema has (test_schema checks this is all of them). The pytest plugin's
 # own parametrisation is not used: its lazy-fixture mode does not run on pytest 9.2.
-OPERATIONS = [*ENDPOINTS, *WRITES]
+OPERATIONS = [
+    *((path, "get") for path in ENDPOINTS),
+    *WRITES.items(),
+    *((path, method) for path, methods in WEBHOOKS.items() for method in sorted(methods)),
+]
 
 
 # Requests sent per (operation, generation mode) in this run; the last test reports the sum.
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
-REQUESTS: Counter[tuple[str, str]] = Counter()
+REQUESTS: Counter[tuple[str, str, str]] = Counter()
 MIN_REQUESTS_PER_RUN = 500
 
 
 def test_every_operation_is_fuzzed(api_schema):
-    assert sorted(api_schema.raw_schema["paths"]) == sorted(OPERATIONS)
+    assert sorted(api_schema.raw_schema["paths"]) == sorted({path for path, _ in OPERATIONS})
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("path", OPERATIONS)
-def test_api_answers_generated_requests_within_its_schema(api_schema, auth_header, path, mode):
-    operation = api_schema[path][WRITES.get(path, "get").upper()]
+@pytest.mark.parametrize(("path", "method"), OPERATIONS)
+def test_api_answers_generated_requests_within_its_schema(
+    api_schema, auth_header, path, method, mode
+):
+    operation = api_schema[path][method.upper()]
 
     @settings(
         max_examples=30,
@@ -106,22 +112,22 @@ def test_api_answers_generated_requests_within_its_schema(api_schema, auth_heade
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def call(case):
-        REQUESTS[path, mode.value] += 1
+        REQUESTS[path, method, mode.value] += 1
         case.call_and_validate(headers=auth_header, checks=CHECKS)
 
-    REQUESTS[path, mode.value] += 0  # this pair ran, even if hypothesis generated nothing
+    REQUESTS[path, method, mode.value] += 0  # this pair ran, even if hypothesis generated nothing
     call()
 
 
 def test_at_least_500_generated_requests_per_run(capsys):
     """Runs last in this module: the sum of the requests the tests above sent."""
-    expected = {(path, mode.value) for path in OPERATIONS for mode in MODES}
+    expected = {(path, method, mode.value) for path, method in OPERATIONS for mode in MODES}
     if set(REQUESTS) != expected:
         pytest.skip("only part of the schemathesis module ran: no total to check")
     total = sum(REQUESTS.values())
     per_operation: Counter[str] = Counter()
-    for (path, _mode), count in REQUESTS.items():
-        per_operation[path] += count
+    for (path, method, _mode), count in REQUESTS.items():
+        per_operation[f"{method.upper()} {path}"] += count
     with capsys.disabled():
         print(
             f"\nschemathesis: {total} generated requests over {len(OPERATIONS)} operations "

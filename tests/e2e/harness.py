@@ -213,6 +213,10 @@ def _base_env(**extra: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         LOG_LEVEL="INFO",
         SWEEP_INTERVAL_S="0.2",
+        # The tests' webhook receivers listen on 127.0.0.1 over plain HTTP.
+        WEBHOOK_ALLOW_HTTP="1",
+        WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        WEBHOOK_POLL_INTERVAL_S="0.2",
     )
     env.update(extra)
     return env

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -44,6 +44,7 @@ from tests.terminals.conftest import (  # noqa: F401
     fresh_channel_layer,
     ws_clients,
 )
+from webhooks import services as webhooks
 
 MARK = "QZX"
 # B's names hold MARK between non-alphanumerics ("store-qzx", "QZX-TXN-1"). Random strings
@@ -174,7 +175,17 @@ def build_side(prefix: str, *, username: str, timezone_name: str = "UTC") -> Sid
         completed_at=now,
         deadline_at=now + dt.timedelta(minutes=1),
     )
+    # A webhook endpoint (its URL and description named after the store) and a test event.
+    with override_settings(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOWED_HOSTS=["127.0.0.1"]):
+        endpoint, _ = webhooks.endpoint_create(
+            group_id=group.pk,
+            url=f"http://127.0.0.1:9/{prefix}-hooks",
+            events=["*"],
+            description=f"{prefix} ERP",
+        )
+    webhook_event = webhooks.endpoint_test(endpoint=endpoint)
     return Side(
+        extra={"webhook_endpoint": endpoint, "webhook_event": webhook_event},
         group=group,
         desktop=desktop,
         desktop_key=desktop_key,

@@ -79,6 +79,8 @@ DETAIL_OBJECTS = {
     "transaction": lambda w: [w.b.payment, w.b.in_flight],
     "session": lambda w: [w.b.session],
     "terminal-request": lambda w: [w.b.request],
+    "webhook-endpoint": lambda w: [w.b.extra["webhook_endpoint"]],
+    "webhook-event": lambda w: [w.b.extra["webhook_event"]],
 }
 # Endpoints outside the router (CSV exports, reports) and the public schema.
 OTHER_LIST_URLS = [
@@ -108,6 +110,9 @@ def detail_cases(world: World) -> list[tuple[str, str, str]]:
             value = str(getattr(obj, lookup))
             if lookup == "pk":
                 missing = str(10**9 + obj.pk)  # no row has it; same answer, other digits
+                cases.append((f"/api/{prefix}/{value}/", f"/api/{prefix}/{missing}/", ""))
+            elif lookup == "event_id":  # random, not named after the store: a random twin
+                missing = "evt_" + "f" * (len(value) - 4)
                 cases.append((f"/api/{prefix}/{value}/", f"/api/{prefix}/{missing}/", ""))
             else:
                 cases.append((f"/api/{prefix}/{value}/", f"/api/{prefix}/{nope(value)}/", value))
@@ -155,7 +160,9 @@ def test_the_daily_report_of_a_counts_only_a(world):
 def test_b_s_objects_answer_exactly_as_missing_ones(world):
     client = world.a.api()
     cases = detail_cases(world)
-    assert len(cases) == 8  # a store, a terminal, 2 devices, 2 payments, a session, a request
+    # a store, a terminal, 2 devices, 2 payments, a session, a request, a webhook endpoint and
+    # a webhook event
+    assert len(cases) == 10
     for b_url, nope_url, name in cases:
         b_response = client.get(b_url)
         assert b_response.status_code == 404, (b_url, body_of(b_response))

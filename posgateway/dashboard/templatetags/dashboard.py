@@ -31,6 +31,11 @@ TONES = {
     "ENDED": "off",
     "EXPIRED": "warn",
     "deactivated": "off",
+    "succeeded": "ok",
+    "pending": "busy",
+    "retrying": "warn",
+    "failed": "bad",
+    "active": "ok",
 }
 
 
