@@ -46,8 +46,11 @@ def env_list(name: str, default: str = "") -> list[str]:
 # --- Security (docs/security.md; the production values are in docs/operations.md) ----------
 # Off unless asked for: `make run` sets DEBUG=1, production never does.
 DEBUG = env_bool("DEBUG", False)
-# The fallback carries Django's own "django-insecure-" prefix, so `check --deploy` refuses it.
-SECRET_KEY = env_str("SECRET_KEY") or "django-insecure-development-key-set-SECRET_KEY-in-production"
+# The fallback is public (it is in this file) and carries Django's own "django-insecure-"
+# prefix: `check --deploy` refuses it, and with DEBUG off a server refuses to start on it or
+# without SECRET_KEY (posgateway/asgi.py). manage.py commands and the tests may use it.
+DEVELOPMENT_SECRET_KEY = "django-insecure-development-key-set-SECRET_KEY-in-production"  # noqa: S105
+SECRET_KEY = env_str("SECRET_KEY") or DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # HTTPS: all off by default, so `make run` and the tests work over plain http://127.0.0.1.

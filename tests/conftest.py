@@ -1,7 +1,15 @@
 import os
+import secrets
 
 import pytest
+from django.conf import settings
 from django.db import connections
+
+# A server refuses the public development key with DEBUG off (posgateway/asgi.py), and the tests
+# import the application in this process (conftests of the packages do, before any hook runs):
+# a random key of its own, as a deployment has.
+if settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY:
+    settings.SECRET_KEY = secrets.token_urlsafe(50)
 
 
 def pytest_configure(config):
@@ -11,8 +19,6 @@ def pytest_configure(config):
     database) would get the other's messages. The e2e deployments have prefixes of their own
     (tests/e2e/harness.py); the test databases get pytest-django's per-worker suffix
     (test_…_gw0)."""
-    from django.conf import settings
-
     layer = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
     if "prefix" in layer:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")

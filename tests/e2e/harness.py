@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -213,6 +214,9 @@ def _base_env(**extra: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         LOG_LEVEL="INFO",
         SWEEP_INTERVAL_S="0.2",
+        # DEBUG is off: a server refuses to start without a key of its own (posgateway/asgi.py).
+        # One per deployment, shared by its processes (sessions signed by one, read by another).
+        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
     )
     env.update(extra)
     return env
