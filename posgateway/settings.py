@@ -197,6 +197,18 @@ if REDIS_URL:
             },
         }
     }
+    # Django's cache (the REST API's throttle counts) in Redis too, so every process counts
+    # together: CACHE_REDIS_URL may name another Redis database (`/1`), else the layer's, under
+    # a prefix of its own. Nothing of the gateway ever clears it: Django's RedisCache.clear()
+    # empties the whole Redis database, the channel layer's keys included.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env_str("CACHE_REDIS_URL") or REDIS_URL,
+            "KEY_PREFIX": env_str("CACHE_PREFIX") or f"{env_str('CHANNEL_PREFIX', 'posgw')}-cache",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
+        }
+    }
 else:
     CHANNEL_LAYERS = {
         "default": {
@@ -205,6 +217,7 @@ else:
             "CONFIG": {"capacity": env_int("CHANNEL_CAPACITY", 10000), "expiry": 60},
         }
     }
+    # One process: Django's default local-memory cache (the throttle counts) is the process's.
 
 # --- Gateway behaviour (contract section 1 and 7) -------------------------------------------
 PAYMENT_TIMEOUT_S = env_float("PAYMENT_TIMEOUT_S", 120)
@@ -303,11 +316,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "posgateway.rest.base.PageNumberPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "posgateway.rest.base.exception_handler",
-    # Per process (the default cache is local memory): behind N processes a client gets N times
-    # the rate. Generous on purpose: an accountant's script or the test suite must not trip it.
+    # Counted in the cache: with REDIS_URL in Redis, shared by every process; without it, in
+    # the one process's memory. Generous on purpose: an accountant's script or the test suite
+    # must not trip it.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.AnonRateThrottle",
+        "posgateway.rest.throttling.UserRateThrottle",
+        "posgateway.rest.throttling.AnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env_str("API_THROTTLE_USER", "6000/min"),

@@ -19,10 +19,15 @@ def pytest_configure(config):
     database) would get the other's messages. The e2e deployments have prefixes of their own
     (tests/e2e/harness.py); the test databases get pytest-django's per-worker suffix
     (test_…_gw0)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     layer = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
     if "prefix" in layer:
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         layer["prefix"] = f"{layer['prefix']}-test-{worker}-{os.getpid()}"
+    # The cache (REST throttle counts) too, in the same Redis: tests clear their own keys only
+    # (tests/factories.py clear_own_cache).
+    cache = settings.CACHES["default"]
+    if cache["BACKEND"].endswith("RedisCache"):
+        cache["KEY_PREFIX"] = f"{cache['KEY_PREFIX']}-test-{worker}-{os.getpid()}"
 
 
 # Markers of the modules that start real servers (the bench smoke run's too), Node or Chromium:
