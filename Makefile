@@ -7,6 +7,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # The demo's keys, kept between runs (git-ignored, readable only by you); `make demo-reset`.
 DEMO_KEYS ?= .demo-keys.json
+# The demo server's SECRET_KEY, made once at random and kept (git-ignored, readable only by you):
+# never the public development key, so `DEBUG=0 make run` starts too. SECRET_KEY=... overrides.
+DEMO_SECRET_KEY ?= .demo-secret-key
 # daphne (default) or uvicorn: `make run SERVER=uvicorn`, `make test-uvicorn`.
 SERVER ?= daphne
 
@@ -58,7 +61,7 @@ browser:
 # The demo: the store is made once and its keys kept in $(DEMO_KEYS), printed on each start; a
 # taken port stops it first, before anything is installed, migrated or re-keyed; one line says
 # "ready" with the URLs once the server listens (the server then runs in this shell's place).
-run: run-port-free install-run
+run: run-port-free install-run $(DEMO_SECRET_KEY)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py demo_setup --keys-file $(DEMO_KEYS)
@@ -66,14 +69,17 @@ run: run-port-free install-run
 	$(SERVE)
 
 ifeq ($(SERVER),uvicorn)
-SERVE = DEBUG=$${DEBUG:-1} exec $(VENV)/bin/uvicorn posgateway.asgi:application \
+SERVE = SECRET_KEY="$${SECRET_KEY:-$$(cat $(DEMO_SECRET_KEY))}" DEBUG=$${DEBUG:-1} exec $(VENV)/bin/uvicorn posgateway.asgi:application \
 	--host $(HOST) --port $(PORT) --backlog 1024 --ws-max-size 1048576 \
 	--ws-per-message-deflate false --timeout-graceful-shutdown 10
 else
-SERVE = DEBUG=$${DEBUG:-1} exec $(VENV)/bin/daphne --websocket_timeout -1 \
+SERVE = SECRET_KEY="$${SECRET_KEY:-$$(cat $(DEMO_SECRET_KEY))}" DEBUG=$${DEBUG:-1} exec $(VENV)/bin/daphne --websocket_timeout -1 \
 	--websocket_connect_timeout 30 -e tcp:port=$(PORT):interface=$(HOST):backlog=1024 \
 	posgateway.asgi:application
 endif
+
+$(DEMO_SECRET_KEY):
+	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
 
 run-port-free:
 	@$(PYTHON) -m posgateway.backoffice.demo check-port $(HOST) $(PORT)

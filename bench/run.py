@@ -39,6 +39,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -234,6 +235,8 @@ def base_env(**extra: str) -> dict[str, str]:
     env.update(
         DJANGO_SETTINGS_MODULE="posgateway.settings",
         LOG_LEVEL="WARNING",
+        # DEBUG is off: a server refuses to start without a key of its own (posgateway/asgi.py).
+        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
         # Every client of the benchmark comes from 127.0.0.1; a real storm comes from the
         # addresses of many stores. The per-address handshake guard would cap the storm.
         WS_HANDSHAKES_PER_S="1000000",

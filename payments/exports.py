@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import io
 import json
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -61,8 +62,12 @@ DAILY_COLUMNS = (
     "netAmount",
 )
 
-# Spreadsheets run a cell starting with these as a formula (OWASP "CSV injection").
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheets run a cell starting with these as a formula (OWASP "CSV injection"), full-width
+# forms included (some spreadsheets normalise them); and they skip leading blanks and invisible
+# characters before looking, so a cell starting with any whitespace (space, tab, line feed,
+# carriage return, no-break space …) or format character (zero-width space, BOM …) is
+# prefixed too.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 _FORMULA_STARTS = frozenset(FORMULA_PREFIXES)
 
 ROWS_PER_CHUNK = 500
@@ -120,9 +125,25 @@ def business_date(created_at: dt.datetime, zone: dt.tzinfo) -> dt.date:
     return created_at.astimezone(zone).date()
 
 
+def _is_risky(first: str) -> bool:
+    return (
+        first in _FORMULA_STARTS or first.isspace() or unicodedata.category(first) in {"Cc", "Cf"}
+    )
+
+
+# The export writes millions of cells: ASCII looked up in a set, the rest asked (and cached).
+_RISKY_ASCII = frozenset(c for c in map(chr, range(128)) if _is_risky(c))
+_risky_other = functools.lru_cache(maxsize=4096)(_is_risky)
+
+
+def _risky_start(text: str) -> bool:
+    first = text[:1]
+    return first in _RISKY_ASCII or (first > "\x7f" and _risky_other(first))
+
+
 def neutralise(cell: str) -> str:
     """Prefix ``'`` to a cell a spreadsheet would take for a formula."""
-    return "'" + cell if cell[:1] in _FORMULA_STARTS else cell
+    return "'" + cell if _risky_start(cell) else cell
 
 
 def _cell(value: Any) -> str:
@@ -131,7 +152,7 @@ def _cell(value: Any) -> str:
     if value is True or value is False:
         return "true" if value else "false"
     text = value if isinstance(value, str) else str(value)
-    return "'" + text if text[:1] in _FORMULA_STARTS else text
+    return "'" + text if _risky_start(text) else text
 
 
 def utc_iso(value: dt.datetime | None) -> str | None:

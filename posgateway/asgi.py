@@ -9,6 +9,32 @@ import sys
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "posgateway.settings")
+
+
+def _refuse_a_public_secret_key() -> None:
+    """Fail closed: with DEBUG off, a server (daphne, uvicorn, anything importing this module to
+    serve) stops at start, with one line, when SECRET_KEY is unset or a key anyone can read (the
+    development fallback in settings.py, or any Django ``django-insecure-`` key): sessions and
+    CSRF tokens signed with it could be forged. manage.py commands never import this module; the
+    test suite sets a random key before it does (tests/conftest.py)."""
+    from django.conf import settings
+
+    if settings.DEBUG:
+        return
+    key = settings.SECRET_KEY
+    if not os.environ.get("SECRET_KEY") and key == settings.DEVELOPMENT_SECRET_KEY:
+        problem = "SECRET_KEY is not set"
+    elif key == settings.DEVELOPMENT_SECRET_KEY or key.startswith("django-insecure"):
+        problem = "SECRET_KEY is a public development key"
+    else:
+        return
+    raise SystemExit(
+        f"posgateway: refusing to start: {problem} and DEBUG is off; set SECRET_KEY to a long "
+        "random value, the same on every process (docs/operations.md)"
+    )
+
+
+_refuse_a_public_secret_key()
 django_asgi_app = get_asgi_application()  # sets Django up before the routing imports models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -46,8 +47,11 @@ def env_list(name: str, default: str = "") -> list[str]:
 # --- Security (docs/security.md; the production values are in docs/operations.md) ----------
 # Off unless asked for: `make run` sets DEBUG=1, production never does.
 DEBUG = env_bool("DEBUG", False)
-# The fallback carries Django's own "django-insecure-" prefix, so `check --deploy` refuses it.
-SECRET_KEY = env_str("SECRET_KEY") or "django-insecure-development-key-set-SECRET_KEY-in-production"
+# The fallback is public (it is in this file) and carries Django's own "django-insecure-"
+# prefix: `check --deploy` refuses it, and with DEBUG off a server refuses to start on it or
+# without SECRET_KEY (posgateway/asgi.py). manage.py commands and the tests may use it.
+DEVELOPMENT_SECRET_KEY = "django-insecure-development-key-set-SECRET_KEY-in-production"  # noqa: S105
+SECRET_KEY = env_str("SECRET_KEY") or DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # HTTPS: all off by default, so `make run` and the tests work over plain http://127.0.0.1.
@@ -63,6 +67,24 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 # client could claim HTTPS.
 if env_bool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Content-Security-Policy on every answer (django-csp): scripts, styles, fonts and images from
+# this origin only (the dashboard, the admin and the API docs serve theirs from /static/), no
+# inline script or style, no plugin, no framing; data: images for the admin's and Swagger UI's
+# icons. `connect-src 'self'` covers the dashboard's own WebSocket (ws:/wss: of this origin).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 INSTALLED_APPS = [
     "daphne",
@@ -76,6 +98,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "axes",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -90,6 +113,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -196,6 +220,18 @@ if REDIS_URL:
             },
         }
     }
+    # Django's cache (the REST API's throttle counts) in Redis too, so every process counts
+    # together: CACHE_REDIS_URL may name another Redis database (`/1`), else the layer's, under
+    # a prefix of its own. Nothing of the gateway ever clears it: Django's RedisCache.clear()
+    # empties the whole Redis database, the channel layer's keys included.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env_str("CACHE_REDIS_URL") or REDIS_URL,
+            "KEY_PREFIX": env_str("CACHE_PREFIX") or f"{env_str('CHANNEL_PREFIX', 'posgw')}-cache",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
+        }
+    }
 else:
     CHANNEL_LAYERS = {
         "default": {
@@ -204,6 +240,7 @@ else:
             "CONFIG": {"capacity": env_int("CHANNEL_CAPACITY", 10000), "expiry": 60},
         }
     }
+    # One process: Django's default local-memory cache (the throttle counts) is the process's.
 
 # --- Gateway behaviour (contract section 1 and 7) -------------------------------------------
 PAYMENT_TIMEOUT_S = env_float("PAYMENT_TIMEOUT_S", 120)
@@ -337,11 +374,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "posgateway.rest.base.PageNumberPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "posgateway.rest.base.exception_handler",
-    # Per process (the default cache is local memory): behind N processes a client gets N times
-    # the rate. Generous on purpose: an accountant's script or the test suite must not trip it.
+    # Counted in the cache: with REDIS_URL in Redis, shared by every process; without it, in
+    # the one process's memory. Generous on purpose: an accountant's script or the test suite
+    # must not trip it.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.AnonRateThrottle",
+        "posgateway.rest.throttling.UserRateThrottle",
+        "posgateway.rest.throttling.AnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env_str("API_THROTTLE_USER", "6000/min"),
@@ -381,6 +419,8 @@ SPECTACULAR_SETTINGS = {
     },
     # The docs UI's assets come from the sidecar package, served by whitenoise: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
+    # No badge image from validator.swagger.io (a third-party origin the CSP refuses anyway).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }

@@ -1,7 +1,15 @@
 import os
+import secrets
 
 import pytest
+from django.conf import settings
 from django.db import connections
+
+# A server refuses the public development key with DEBUG off (posgateway/asgi.py), and the tests
+# import the application in this process (conftests of the packages do, before any hook runs):
+# a random key of its own, as a deployment has.
+if settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY:
+    settings.SECRET_KEY = secrets.token_urlsafe(50)
 
 
 def pytest_configure(config):
@@ -11,12 +19,15 @@ def pytest_configure(config):
     database) would get the other's messages. The e2e deployments have prefixes of their own
     (tests/e2e/harness.py); the test databases get pytest-django's per-worker suffix
     (test_…_gw0)."""
-    from django.conf import settings
-
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     layer = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
     if "prefix" in layer:
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         layer["prefix"] = f"{layer['prefix']}-test-{worker}-{os.getpid()}"
+    # The cache (REST throttle counts) too, in the same Redis: tests clear their own keys only
+    # (tests/factories.py clear_own_cache).
+    cache = settings.CACHES["default"]
+    if cache["BACKEND"].endswith("RedisCache"):
+        cache["KEY_PREFIX"] = f"{cache['KEY_PREFIX']}-test-{worker}-{os.getpid()}"
 
 
 # Markers of the modules that start real servers (the bench smoke run's too), Node or Chromium:

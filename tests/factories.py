@@ -231,3 +231,24 @@ def open_connection(run: Runner, device: Device, channel_name: str) -> Connectio
     return run(
         services.connection_open, device_pk=device.pk, channel_name=channel_name, remote_addr=""
     )
+
+
+def clear_own_cache() -> None:
+    """Empty this test process's cache (the REST throttle counts), and only its keys.
+
+    With REDIS_URL the cache is in the Redis every process shares: Django's ``cache.clear()``
+    would empty the whole Redis database, the channel layer's and every other test process's
+    keys included (tests/conftest.py gives each process its own prefix).
+    """
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    cache = caches["default"]
+    if not isinstance(cache, RedisCache):
+        cache.clear()
+        return
+    assert cache.key_prefix, "a shared Redis cache needs this process's own KEY_PREFIX"
+    client = cache._cache.get_client(write=True)
+    keys = list(client.scan_iter(match=f"{cache.key_prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)

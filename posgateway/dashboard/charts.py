@@ -117,14 +117,32 @@ def hourly_list(
     if not busy_hours or not any(sum(counts) for counts in hours):
         return mark_safe('<p class="empty hour-list">No payments yet today.</p>')
     top = max(sum(counts) for counts in hours)
-    parts = ['<ol class="hour-list" aria-label="Payments per hour today">']
+    # The hatch of "not succeeded", once for every bar (a zero-size SVG, not display:none, or
+    # browsers would not paint it). Each bar is an SVG of its own: widths as attributes, no
+    # style attribute (the Content-Security-Policy allows no inline style).
+    parts = [
+        '<svg class="hour-defs" width="0" height="0" aria-hidden="true"><defs>'
+        '<pattern id="hour-hatch" patternUnits="userSpaceOnUse" width="5" height="5" '
+        'patternTransform="rotate(45)"><rect width="5" height="5" class="hatch-bg"/>'
+        '<line x1="0" y1="0" x2="0" y2="5" class="hatch-line"/></pattern></defs></svg>',
+        '<ol class="hour-list" aria-label="Payments per hour today">',
+    ]
     for hour in range(min(busy_hours), max(busy_hours) + 1):
         ok, busy, other = hours[hour]
         now = ' class="now" aria-current="time"' if hour == current_hour else ""
-        segments = "".join(
-            f'<i class="{css}" style="width:{100 * count / top:.1f}%"></i>'
-            for count, css in ((ok, "seg-ok"), (busy, "seg-busy"), (other, "seg-other"))
-            if count
+        x = 0.0
+        rects = []
+        for count, css in ((ok, "seg-ok"), (busy, "seg-busy"), (other, "seg-other")):
+            if count:
+                width = 100 * count / top
+                rects.append(
+                    f'<rect class="{css}" x="{x:.1f}" y="0" width="{width:.1f}" height="10"/>'
+                )
+                x += width
+        segments = (
+            '<svg viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">'
+            + "".join(rects)
+            + "</svg>"
         )
         words = [f"{ok} ok"] if ok else []
         if busy:

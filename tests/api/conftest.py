@@ -8,11 +8,11 @@ written with the ORM (``make_payment``); the event timeline comes from the real 
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tests.factories import (
     Store,
+    clear_own_cache,
     make_payment,  # noqa: F401 (the tests import it from here)
     make_staff,
     make_superuser,
@@ -29,9 +29,9 @@ def _fast_password_hashing(settings):
 @pytest.fixture(autouse=True)
 def _fresh_throttle_counts():
     """Throttle counters live in the cache: each test starts with none."""
-    cache.clear()
+    clear_own_cache()
     yield
-    cache.clear()
+    clear_own_cache()
 
 
 @pytest.fixture

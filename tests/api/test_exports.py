@@ -95,7 +95,30 @@ def test_in_flight_payment_has_empty_completion_and_zero_decimal_currency_keeps_
     assert (row["amount"], row["completedAt"], row["late"]) == ("1500", "", "false")
 
 
-@pytest.mark.parametrize("dangerous", ["=HYPERLINK(1)", "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+DANGEROUS_CELLS = {
+    "equals": "=HYPERLINK(1)",
+    "plus": "+1+2",
+    "minus": "-2+3",
+    "at": "@SUM(A1)",
+    "tab": "\tx",
+    "carriage-return": "\rx",
+    # Spreadsheets skip leading blanks and invisible characters before they look for a formula,
+    # and some read the full-width forms as the ASCII ones (issue 18.8).
+    "space": " =1+2",
+    "line-feed": "\n=1+2",
+    "tab-formula": "\t=1+2",
+    "carriage-return-formula": "\r=1+2",
+    "no-break-space": "\u00a0=1+2",
+    "zero-width-space": "\u200b=1+2",
+    "byte-order-mark": "\ufeff=1+2",
+    "full-width-equals": "\uff1dHYPERLINK(1)",
+    "full-width-plus": "\uff0b1+2",
+    "full-width-minus": "\uff0d2+3",
+    "full-width-at": "\uff20SUM(A1)",
+}
+
+
+@pytest.mark.parametrize("dangerous", DANGEROUS_CELLS.values(), ids=DANGEROUS_CELLS.keys())
 def test_cells_a_spreadsheet_would_run_are_neutralised(store_a, api_a, dangerous):
     make_payment(
         store_a,
@@ -120,6 +143,9 @@ def test_transaction_id_starting_with_minus_is_neutralised_but_plain_text_is_not
 
     assert [r["transactionId"] for r in exported] == ["'-1", "plain"]
     assert neutralise("a=b") == "a=b"
+    assert neutralise("Declined \u00a0by issuer") == "Declined \u00a0by issuer"
+    assert neutralise("Ärger=1") == "Ärger=1"
+    assert neutralise("") == ""
 
 
 def test_commas_quotes_and_newlines_survive_the_round_trip(store_a, api_a):

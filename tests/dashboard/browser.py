@@ -50,3 +50,37 @@ def screenshot_dir(tmp: Path) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         return SCREENSHOTS
     return tmp
+
+
+# Every page reports a Content-Security-Policy violation as an event; this script (run by the
+# browser before any of the page's own, and exempt from the policy) writes it to the console,
+# where Chromium writes its own "Refused to …" messages too.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error("CSP violation: " + event.violatedDirective + " blocked " +
+                (event.blockedURI || "inline") + " in " + event.documentURI);
+});
+"""
+
+
+def is_csp_violation(text: str) -> bool:
+    return text.startswith("CSP violation:") or "Content Security Policy" in text
+
+
+async def watch_csp(browser, violations: list[str]) -> None:
+    """Make every context of ``browser`` collect the CSP violations of its pages in
+    ``violations`` (the browser tests fail on any: tests/dashboard/test_browser.py)."""
+    new_context = browser.new_context
+
+    async def watched_context(*args, **kwargs):
+        context = await new_context(*args, **kwargs)
+        await context.add_init_script(REPORT_CSP_VIOLATIONS)
+
+        def on_console(message) -> None:
+            if is_csp_violation(message.text):
+                violations.append(f"{message.page.url if message.page else '?'}: {message.text}")
+
+        context.on("console", on_console)
+        return context
+
+    browser.new_context = watched_context

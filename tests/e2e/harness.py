@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -217,6 +218,9 @@ def _base_env(**extra: str) -> dict[str, str]:
         WEBHOOK_ALLOW_HTTP="1",
         WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
         WEBHOOK_POLL_INTERVAL_S="0.2",
+        # DEBUG is off: a server refuses to start without a key of its own (posgateway/asgi.py).
+        # One per deployment, shared by its processes (sessions signed by one, read by another).
+        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
     )
     env.update(extra)
     return env

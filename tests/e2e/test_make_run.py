@@ -92,7 +92,9 @@ def demo() -> Iterator[MakeRun]:
             PORT=str(free_port()),
             PAYMENT_TIMEOUT_S="5",
             PYTHON=sys.executable,
+            DEMO_SECRET_KEY=str(Path(tmp) / "demo-secret-key"),
         )
+        del env["SECRET_KEY"]  # as in a developer's shell: make run brings its own
         run = MakeRun(env, int(env["PORT"]), Path(env["DEMO_KEYS"]))
         try:
             yield run.start()
@@ -148,6 +150,11 @@ def test_make_run_keeps_the_demo_keys_in_a_file_only_the_owner_reads(demo: MakeR
     kept = json.loads(demo.keys_file.read_text())
 
     assert stat.S_IMODE(demo.keys_file.stat().st_mode) == 0o600
+    # Its SECRET_KEY too: random, made once, never the public development key.
+    secret = demo.keys_file.with_name("demo-secret-key")
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert len(secret.read_text().strip()) >= 50
+    assert not secret.read_text().startswith("django-insecure")
     assert {d["deviceId"]: d["key"] for d in kept["devices"]} == keys
     assert set(keys) == {"POS-001", "TERM-001"}
     assert "manage.py createsuperuser" in "\n".join(demo.lines)

@@ -37,12 +37,16 @@ pytestmark = [
 ]
 
 
+ANON_RATE = 10
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """Processes A and B on one deployment, as behind a load balancer. A sync Terminal API
     request re-reads the database only after a minute: within a test it is answered only when
-    the end of its payment, on whichever process, reaches it through Redis."""
-    with production_deployment() as deployment:
+    the end of its payment, on whichever process, reaches it through Redis. A low anonymous
+    REST rate for the shared-throttle test (the other tests' REST calls carry a token)."""
+    with production_deployment(API_THROTTLE_ANON=f"{ANON_RATE}/min") as deployment:
         a = Gateway(deployment, deployment.server(TERMINAL_API_RECHECK_S="60"))
         b = Gateway(deployment, deployment.server(TERMINAL_API_RECHECK_S="60"))
         try:
@@ -549,3 +553,23 @@ async def test_refunds_racing_from_desktops_and_the_rest_api_never_exceed_the_pa
             await check_round(race, original, [*refunds, *by_rest])
     finally:
         race.stop()
+
+
+def anonymous_status(server: Server) -> int:
+    try:
+        with urllib.request.urlopen(f"{server.url}/api/groups/", timeout=15) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_rest_throttle_counts_one_client_across_both_processes(cluster):
+    """The counts are in Redis (Django's cache), not in each process's memory: a client spread
+    over N processes by a load balancer gets the rate once, not N times."""
+    a, b = cluster
+    on_a = [anonymous_status(a.server) for _ in range(ANON_RATE // 2)]
+    on_b = [anonymous_status(b.server) for _ in range(ANON_RATE - ANON_RATE // 2)]
+
+    assert on_a + on_b == [401] * ANON_RATE
+    assert anonymous_status(b.server) == 429
+    assert anonymous_status(a.server) == 429

@@ -10,13 +10,12 @@ import io
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework.throttling import AnonRateThrottle
 
-from tests.factories import make_group
+from tests.factories import clear_own_cache, make_group
 from tests.security.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -101,7 +100,7 @@ def test_create_staff_refuses_a_weak_password_and_changes_nothing(db, password):
 
 def test_wrong_tokens_are_throttled_like_any_anonymous_request(db, monkeypatch):
     monkeypatch.setattr(AnonRateThrottle, "rate", "5/min", raising=False)
-    cache.clear()  # the throttle's counts of earlier tests in this process
+    clear_own_cache()  # the throttle's counts of earlier tests in this process
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
 
