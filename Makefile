@@ -42,11 +42,13 @@ install: $(DEV_STAMP)
 
 install-run: $(RUN_STAMP)
 
-# Node and the npm `ws` package run the seed's own JavaScript examples in the suite.
+# Node and the npm `ws` package run the seed's own JavaScript examples in the suite; the npm
+# `axe-core` package is injected from node_modules into the dashboard's pages by its accessibility
+# tests (tests/dashboard/test_accessibility.py).
 tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix tests/node --no-audit --no-fund --loglevel=error && touch $@; \
-	else echo "npm not found: the Node tests will be skipped"; fi
+	else echo "npm not found: the Node and accessibility tests will be skipped"; fi
 
 node-deps: tests/node/node_modules/.installed
 
@@ -127,7 +129,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules db.sqlite3 db.sqlite3-*
+	rm -rf $(VENV) tests/node/node_modules db.sqlite3 db.sqlite3-* test-artifacts
 
 # The benchmark (issue 7): gateway and reference relay side by side; see docs/performance.md.
 bench: install

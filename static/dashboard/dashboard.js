@@ -7,7 +7,8 @@
  * the socket was down. Some changes publish no event (a terminal's pings move its last activity;
  * midnight starts a new "today"): while live, the region is also fetched when nothing refreshed
  * it for refreshEveryMs (30 s), and whenever the tab becomes visible again. The indicator in the
- * top bar says whether the page is live.
+ * top bar says whether the page is live. A refresh keeps the keyboard's focus on the same link or
+ * button (found again by id, or by its row and position) when it is still there.
  */
 (() => {
   "use strict";
@@ -79,6 +80,39 @@
     return states;
   }
 
+  // The keyboard's place: a refresh replaces the region, and with it the focused link or button.
+  // Remember which one it was (its id, or its position among the focusable elements of its row
+  // or item), and focus the same one in the new region, so a keyboard user is not sent back to
+  // the top of the page by every payment of the store.
+  const FOCUSABLE = "a[href], button, input, select, textarea, [tabindex]";
+
+  function focusedPlace() {
+    const el = document.activeElement;
+    if (!el || el === body || !region.contains(el)) return null;
+    if (el.id) return { id: el.id };
+    const holder = el.closest("[data-key]") || region;
+    const table = holder.closest("table");
+    return {
+      key: holder === region ? null : holder.dataset.key,
+      table: table ? table.id : "",
+      index: Array.from(holder.querySelectorAll(FOCUSABLE)).indexOf(el),
+    };
+  }
+
+  function restoreFocus(place) {
+    if (!place || (document.activeElement && document.activeElement !== body)) return;
+    let el = null;
+    if (place.id) {
+      el = document.getElementById(place.id);
+    } else {
+      const holder = place.key === null ? region : Array.from(region.querySelectorAll("[data-key]")).find(
+        (h) => h.dataset.key === place.key && ((h.closest("table") || {}).id || "") === place.table,
+      );
+      if (holder) el = holder.querySelectorAll(FOCUSABLE)[place.index] || null;
+    }
+    if (el) el.focus({ preventScroll: true });
+  }
+
   async function refresh() {
     if (!region) return;
     if (fetching) {
@@ -99,7 +133,9 @@
       }
       const html = await response.text();
       const before = rowStates();
+      const place = focusedPlace();
       region.innerHTML = html;
+      restoreFocus(place);
       // Rows that are new or changed status flash once.
       region.querySelectorAll("[data-key]").forEach((el) => {
         const table = el.closest("table");
