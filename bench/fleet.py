@@ -3,6 +3,8 @@
     DATABASE_URL=sqlite:////tmp/bench.sqlite3 python bench/fleet.py --stores 100 --pairs 10 \
         --idle 0 --out /tmp/fleet.json
     DATABASE_URL=postgres://... python bench/fleet.py --load /tmp/fleet.json   # same keys
+    WEBHOOK_ALLOW_HTTP=1 WEBHOOK_ALLOWED_HOSTS=127.0.0.1 DATABASE_URL=... python bench/fleet.py \
+        --subscribe http://127.0.0.1:8123 --fleet /tmp/fleet.json --secrets-out /tmp/secrets.json
 
 Devices are bulk-created (keys hashed as usual) so a fleet of thousands takes seconds.
 """
@@ -23,6 +25,7 @@ import django
 django.setup()
 
 from terminals.models import Device, DeviceType, Group, generate_key  # noqa: E402
+from webhooks import services as webhooks  # noqa: E402
 
 
 def build(stores: int, pairs: int, idle: int, prefix: str) -> dict:
@@ -68,6 +71,23 @@ def load(fleet: dict) -> None:
     Device.objects.bulk_create(devices, batch_size=2000)
 
 
+def subscribe(fleet: dict, base_url: str) -> dict[str, str]:
+    """One webhook endpoint per store of the fleet, subscribed to every event type, at
+    ``<base_url>/hook/<slug>``, created as a manager's REST call would (the SSRF rules apply:
+    a loopback receiver needs WEBHOOK_ALLOW_HTTP and WEBHOOK_ALLOWED_HOSTS). {slug: secret}."""
+    secrets = {}
+    for entry in fleet["groups"]:
+        group = Group.objects.get(slug=entry["slug"])
+        _endpoint, secret = webhooks.endpoint_create(
+            group_id=group.pk,
+            url=f"{base_url.rstrip('/')}/hook/{group.slug}",
+            events=["*"],
+            description="benchmark receiver",
+        )
+        secrets[group.slug] = secret
+    return secrets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stores", type=int, default=10)
@@ -76,7 +96,21 @@ def main() -> None:
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--out", help="write the fleet (with keys) here")
     parser.add_argument("--load", help="create the devices of this fleet file instead")
+    parser.add_argument(
+        "--subscribe",
+        metavar="BASE_URL",
+        help="instead: give every store of --fleet a webhook endpoint for every event type at "
+        "BASE_URL/hook/<slug>; the secrets go to --secrets-out",
+    )
+    parser.add_argument("--fleet", help="the fleet file, for --subscribe")
+    parser.add_argument("--secrets-out", help="for --subscribe: {slug: secret} as JSON")
     args = parser.parse_args()
+    if args.subscribe:
+        if not args.fleet or not args.secrets_out:
+            parser.error("--subscribe needs --fleet and --secrets-out")
+        secrets = subscribe(json.loads(Path(args.fleet).read_text()), args.subscribe)
+        Path(args.secrets_out).write_text(json.dumps(secrets))
+        return
     if args.load:
         load(json.loads(Path(args.load).read_text()))
         return

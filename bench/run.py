@@ -8,6 +8,7 @@ Bounded in count and time; stops by itself. Results and how to read them: docs/p
     python bench/run.py --scenarios 2,3 --runs 5 --json /tmp/bench.json
     python bench/run.py --scenarios 2 --runs 1 --profile /tmp/prof   # py-spy the gateway
     python bench/run.py --scenarios 5 --runs 1 --storm 1000       # a smaller storm
+    python bench/run.py --scenarios 2 --webhooks --targets gateway,gateway-webhooks  # issue 15
 
 Scenarios:
   1  one pair, sequential payments: p50 / p99 latency
@@ -28,6 +29,17 @@ default: SQLite + in-memory channel layer), one process, unless the scenario say
 Clients run in --clients worker processes for the closed loops and the socket fleets, so one
 client process is not what limits a fast server; the load generator's own CPU is printed (on
 2 cores the reference is limited by the machine as a whole: see docs/performance.md).
+
+--webhooks (issue 15) adds a column "gateway-webhooks" to scenarios 2 and 6: the same gateway,
+with one webhook endpoint per store subscribed to every event type ("*"), pointing at a small
+receiver on 127.0.0.1 (bench/webhook_receiver.py: verifies each signature, answers 204), so the
+gateway's in-process delivery worker sends while payments run (WEBHOOK_ALLOW_HTTP=1 and
+WEBHOOK_ALLOWED_HOSTS=127.0.0.1 let it through the SSRF rules). Its throughput is compared
+with the plain gateway's (issue 15: >= 0.9x), and it prints wh_delivered_s (deliveries received
+per second in the window), wh_pending_end (events not yet fanned out + deliveries not yet
+sent when the window closed), wh_received and wh_events (deliveries received, events stored,
+after the loop), wh_drain_s (seconds after the loop until nothing was pending; n/a if not within
+the bound), wh_failed_attempts, wh_bad (bad signature or path), wh_duplicates, receiver_cpu_pct.
 """
 
 from __future__ import annotations
@@ -168,7 +180,9 @@ class Database:
 
     def connections(self) -> int:
         """Connections the gateway registered so far (open or closed)."""
-        sql = "SELECT COUNT(*) FROM terminals_connection"
+        return self.count("SELECT COUNT(*) FROM terminals_connection")
+
+    def count(self, sql: str) -> int:
         if self.sqlite_path is not None:
             with contextlib.closing(sqlite3.connect(self.sqlite_path, timeout=30)) as conn:
                 return conn.execute(sql).fetchone()[0]
@@ -176,6 +190,14 @@ class Database:
 
         with psycopg.connect(self.postgres_url) as conn:
             return conn.execute(sql).fetchone()[0]
+
+    def webhook_backlog(self) -> int:
+        """Webhook events not fanned out yet + deliveries not sent yet (pending or retrying)."""
+        return self.count(
+            "SELECT (SELECT COUNT(*) FROM webhooks_webhookevent WHERE NOT dispatched)"
+            " + (SELECT COUNT(*) FROM webhooks_webhookdelivery"
+            " WHERE status IN ('pending', 'retrying'))"
+        )
 
     def helper_cpu(self) -> dict[str, float]:
         """CPU seconds so far of the PostgreSQL backends serving this database, and of Redis."""
@@ -211,6 +233,7 @@ class Target:
     urls: list[str]
     db: Database | None = None
     cleanup: list[Callable[[], None]] = field(default_factory=list)
+    receiver: Proc | None = None  # --webhooks: where the stores' endpoints point
 
     def cpu(self) -> float:
         return sum(p.cpu_seconds() for p in self.procs)
@@ -225,6 +248,8 @@ class Target:
     def stop(self) -> None:
         for p in self.procs:
             p.stop()
+        if self.receiver is not None:
+            self.receiver.stop()
         for fn in self.cleanup:
             with contextlib.suppress(Exception):
                 fn()
@@ -325,8 +350,10 @@ def start_gateway(
     production: bool = False,
     env_extra: dict[str, str] | None = None,
     name: str = "gateway",
+    webhooks: bool = False,
 ) -> Target:
     cleanup: list[Callable[[], None]] = []
+    receiver: Proc | None = None
     if production:
         import psycopg
 
@@ -359,6 +386,8 @@ def start_gateway(
     env.update(env_extra or {})
     procs = []
     try:
+        if webhooks:
+            receiver = start_receiver(workdir, fleet, env)
         for _ in range(processes):
             port = free_port()
             log = workdir / f"{server}-{port}.log"
@@ -366,10 +395,47 @@ def start_gateway(
         for p in procs:
             wait_listening(p, health=True)
     except BaseException:
-        Target(name, procs, [], db, cleanup).stop()
+        Target(name, procs, [], db, cleanup, receiver).stop()
         raise
     urls = [f"ws://127.0.0.1:{p.port}/ws/" for p in procs]
-    return Target(name, procs, urls, db, cleanup)
+    return Target(name, procs, urls, db, cleanup, receiver)
+
+
+def start_receiver(workdir: Path, fleet: Fleet, env: dict[str, str]) -> Proc:
+    """--webhooks: one endpoint per store of the fleet for every event type, in the gateway's
+    database (``env``, changed here so the gateway may post to 127.0.0.1 over http), pointing
+    at a receiver started here."""
+    # What the SSRF rules need for a loopback receiver (docs/webhooks.md).
+    env.update(WEBHOOK_ALLOW_HTTP="1", WEBHOOK_ALLOWED_HOSTS="127.0.0.1")
+    port = free_port()
+    secrets = workdir / "webhook-secrets.json"
+    subprocess.run(
+        [
+            *(PY, "bench/fleet.py", "--subscribe", f"http://127.0.0.1:{port}"),
+            *("--fleet", str(fleet.path), "--secrets-out", str(secrets)),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    receiver = Proc(
+        [PY, "bench/webhook_receiver.py", "--port", str(port), "--secrets", str(secrets)],
+        base_env(),
+        port,
+        workdir / "webhook-receiver.log",
+    )
+    try:
+        wait_listening(receiver)
+    except BaseException:
+        receiver.stop()
+        raise
+    return receiver
+
+
+def receiver_stats(receiver: Proc) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{receiver.port}/stats", timeout=10) as answer:
+        return json.loads(answer.read())
 
 
 def start_reference(workdir: Path, fleet: Fleet) -> Target:
@@ -479,10 +545,15 @@ def closed_loop(
     clients: int,
     profile: Path | None = None,
     action: str = "pay",
+    webhook_drain_s: float = 0.0,
 ) -> dict[str, float]:
     """``pairs`` desktops paying their terminals back to back (or, with ``action="ping"``,
     pinging: the transport alone). Figures over ``seconds``, from ``warmup`` s after every
-    desktop had its first answer. In-flight payments at the end get loadgen.PAYMENT_TIMEOUT_S."""
+    desktop had its first answer. In-flight payments at the end get loadgen.PAYMENT_TIMEOUT_S.
+    With a webhook receiver (--webhooks), its figures too; after the loop, up to
+    ``webhook_drain_s`` for the deliveries still pending."""
+    receiver = target.receiver
+    wh: dict[str, Any] = {}
     connect_s = 60 + pairs * 0.1
     prefix = uuid.uuid4().hex[:6]
     chunks = split(pair_specs(target, fleet, pairs), clients)
@@ -508,14 +579,43 @@ def closed_loop(
         if profile is not None:
             spy = start_py_spy(target, profile, seconds)
         cpu0, helper0, gen0 = target.cpu(), target.helper_cpu(), workers.cpu()
+        if receiver is not None:
+            wh["received0"] = receiver_stats(receiver)["received"]
+            wh["cpu0"] = receiver.cpu_seconds()
         sleep_until(t_stop)
         cpu1, helper1, gen1 = target.cpu(), target.helper_cpu(), workers.cpu()
+        if receiver is not None:
+            wh["cpu1"] = receiver.cpu_seconds()
+            wh["received1"] = receiver_stats(receiver)["received"]
+            if target.db is not None:
+                wh["pending_end"] = target.db.webhook_backlog()
         peak = target.rss()[1]
         results = workers.expect("done", loadgen.PAYMENT_TIMEOUT_S + 30, ignore=("warm",))
     finally:
         workers.reap()
         if spy is not None:
             spy.wait(60)
+    if receiver is not None and target.db is not None:
+        # Bounded: the deliveries still pending when the loop ended, sent within the bound?
+        t_end = time.monotonic()
+        drained = float("nan")
+        while True:
+            if target.db.webhook_backlog() == 0:
+                drained = time.monotonic() - t_end
+                break
+            if time.monotonic() - t_end > webhook_drain_s:
+                break
+            time.sleep(0.2)
+        stats = receiver_stats(receiver)
+        wh.update(
+            drain_s=drained,
+            stats=stats,
+            events=target.db.count("SELECT COUNT(*) FROM webhooks_webhookevent"),
+            failed_attempts=target.db.count(
+                "SELECT COUNT(*) FROM webhooks_webhookattempt WHERE status <> 'succeeded'"
+            ),
+        )
+        print(f"  ({target.name}: webhooks received by type {stats['types']})", flush=True)
     latencies = [x for r in results for x in r["latencies"]]
     n = len(latencies)
     sums = {k: sum(r[k] for r in results) for k in ("sent", "answered", "errors", "timeouts")}
@@ -542,6 +642,18 @@ def closed_loop(
             - sums["errors"]
             + abs(stored.get("SUCCESS", 0) - sums["answered"])
             + sum(v for k, v in stored.items() if k != "SUCCESS")
+        )
+    if "stats" in wh:
+        out.update(
+            wh_delivered_s=(wh["received1"] - wh["received0"]) / seconds,
+            wh_pending_end=wh.get("pending_end", float("nan")),
+            wh_received=wh["stats"]["received"],
+            wh_events=wh["events"],
+            wh_drain_s=wh["drain_s"],
+            wh_failed_attempts=wh["failed_attempts"],
+            wh_bad=wh["stats"]["bad_signature"] + wh["stats"]["unknown_path"],
+            wh_duplicates=wh["stats"]["duplicates"],
+            receiver_cpu_pct=(wh["cpu1"] - wh["cpu0"]) / seconds * 100,
         )
     return out
 
@@ -773,6 +885,7 @@ SIZES = {
         "idle_connect_s": 90.0,
         "storm": 5000,
         "storm_connect_s": 45.0,
+        "webhook_drain_s": 30.0,
     },
     "smoke": {
         "seq": 20,
@@ -788,8 +901,11 @@ SIZES = {
         "idle_connect_s": 30.0,
         "storm": 40,
         "storm_connect_s": 20.0,
+        "webhook_drain_s": 15.0,
     },
 }
+
+WEBHOOK_SCENARIOS = (2, 6)  # --webhooks adds the column "gateway-webhooks" to these
 
 TITLES = {
     1: "Scenario 1: one pair, sequential payments",
@@ -813,7 +929,16 @@ def run_one(
         profile = None
         if args.profile and target.name != "reference":
             profile = args.profile / f"s{number}-{target.name}"
-        return closed_loop(target, fleet, pairs, seconds, size["warmup"], args.clients, profile)
+        return closed_loop(
+            target,
+            fleet,
+            pairs,
+            seconds,
+            size["warmup"],
+            args.clients,
+            profile,
+            webhook_drain_s=size["webhook_drain_s"],
+        )
     if number == 7:
         return closed_loop(
             target,
@@ -853,6 +978,8 @@ def targets_for(number: int, args: argparse.Namespace) -> list[str]:
     names = ["reference", "gateway"]
     if number in args.uvicorn_scenarios:
         names.append("gateway-uvicorn")
+    if args.webhooks and number in WEBHOOK_SCENARIOS:
+        names.append("gateway-webhooks")
     if args.targets:
         names = [n for n in names if n in args.targets]
     return names
@@ -865,11 +992,19 @@ def start_target(name: str, number: int, workdir: Path, fleet: Fleet, size: dict
     if number == 4:
         env["HEARTBEAT_INTERVAL_S"] = f"{size['ping_every']:g}"
     server = "uvicorn" if name == "gateway-uvicorn" else "daphne"
+    webhooks = name == "gateway-webhooks"
     if number == 6:
         return start_gateway(
-            workdir, fleet, server=server, processes=2, production=True, env_extra=env, name=name
+            workdir,
+            fleet,
+            server=server,
+            processes=2,
+            production=True,
+            env_extra=env,
+            name=name,
+            webhooks=webhooks,
         )
-    return start_gateway(workdir, fleet, server=server, env_extra=env, name=name)
+    return start_gateway(workdir, fleet, server=server, env_extra=env, name=name, webhooks=webhooks)
 
 
 def run_scenario(
@@ -905,8 +1040,10 @@ def fmt(value: float) -> str:
 
 def summarise(results: dict[str, list[dict]]) -> list[str]:
     lines = []
-    reference = results.get("reference")
     for name, runs in results.items():
+        # The webhooks column is compared with the same gateway without webhooks (issue 15).
+        base_name = "gateway" if name == "gateway-webhooks" else "reference"
+        base = results.get(base_name) if name != base_name else None
         for key in runs[0]:
             values = [r[key] for r in runs]
             med = statistics.median(values)
@@ -914,10 +1051,12 @@ def summarise(results: dict[str, list[dict]]) -> list[str]:
                 f"  {name:<16} {key:<22} min {fmt(min(values)):>9}  "
                 f"median {fmt(med):>9}  max {fmt(max(values)):>9}"
             )
-            if reference and name != "reference" and key in reference[0]:
-                ref = statistics.median(r[key] for r in reference)
+            if base and key in base[0]:
+                ref = statistics.median(r[key] for r in base)
                 if ref and ref == ref and med == med:
                     line += f"   ratio {med / ref:7.3f}x"
+                    if base_name != "reference":
+                        line += f" of {base_name}"
             lines.append(line)
     return lines
 
@@ -967,6 +1106,13 @@ def targets_report(all_results: dict) -> list[str]:
         runs6 = all_results.get(6, {}).get(name)
         lost = sum(r.get("lost", 0) + r["timeouts"] for r in runs6) if runs6 else None
         check(f"6{tag}: payments lost (all runs)", lost, "== 0", lambda v: v == 0)
+    # Issue 15: one endpoint per store subscribed to every event, against none (--webhooks).
+    for n in WEBHOOK_SCENARIOS:
+        wh = ratio(m(n, "gateway-webhooks", "round_trips_s"), m(n, "gateway", "round_trips_s"))
+        check(f"{n} [webhooks]: throughput / without", wh, ">= 0.9", lambda v: v >= 0.9)
+        runs_wh = all_results.get(n, {}).get("gateway-webhooks")
+        lost = sum(r.get("lost", 0) + r["timeouts"] for r in runs_wh) if runs_wh else None
+        check(f"{n} [webhooks]: payments lost (all runs)", lost, "== 0", lambda v: v == 0)
     lines = []
     for label, value, goal, ok in checks:
         if value is None:
@@ -1009,7 +1155,9 @@ def main() -> None:
         help="scenarios also run on uvicorn, when installed (default 2,7; '' for none)",
     )
     parser.add_argument(
-        "--targets", help="only these, e.g. 'reference' or 'gateway,gateway-uvicorn'"
+        "--targets",
+        help="only these, e.g. 'reference', 'gateway,gateway-uvicorn' or "
+        "'gateway,gateway-webhooks'",
     )
     parser.add_argument("--ping-every", type=float, help="scenario 4 heartbeat interval, s")
     parser.add_argument(
@@ -1023,6 +1171,13 @@ def main() -> None:
         "--storm", type=int, help="scenario 5: terminals in the storm (default 5,000; smoke 40)"
     )
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="scenarios 2 and 6 also run as 'gateway-webhooks': one webhook endpoint per store "
+        "subscribed to every event, posting to a receiver on 127.0.0.1 (issue 15: throughput "
+        ">= 0.9x the gateway without); prints deliveries received and still pending",
+    )
     parser.add_argument(
         "--profile",
         type=Path,

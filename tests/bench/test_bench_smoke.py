@@ -44,7 +44,9 @@ def printed(stdout: str, target: str, figure: str) -> float:
 
 @pytest.mark.timeout(240)
 def test_smoke_run_prints_latency_and_throughput_for_gateway_and_reference(tmp_path):
-    stdout, results = run_bench(tmp_path, "--scenarios", "1,2", "--uvicorn-scenarios", "")
+    stdout, results = run_bench(
+        tmp_path, "--scenarios", "1,2", "--uvicorn-scenarios", "", "--webhooks"
+    )
 
     assert "Scenario 1" in stdout
     assert "Scenario 2" in stdout
@@ -62,6 +64,18 @@ def test_smoke_run_prints_latency_and_throughput_for_gateway_and_reference(tmp_p
         assert run["timeouts"] == 0
         assert run["lost"] == 0
         assert math.isfinite(run["p99_ms"])
+    # --webhooks (issue 15): the same gateway with every store subscribed to every event; its
+    # worker delivered signed events to the bench's receiver while the payments ran.
+    assert re.search(
+        r"^\s+gateway-webhooks\s+round_trips_s .* ratio\s+[\d.]+x of gateway$", section2, re.M
+    )
+    assert printed(section2, "gateway-webhooks", "wh_received") > 0
+    for run in results["2"]["gateway-webhooks"]:
+        assert run["errors"] == 0
+        assert run["lost"] == 0
+        assert 0 < run["wh_received"] <= run["wh_events"]
+        assert run["wh_bad"] == 0
+        assert run["wh_failed_attempts"] == 0
 
 
 @pytest.mark.production
