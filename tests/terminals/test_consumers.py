@@ -658,6 +658,61 @@ async def test_reconnecting_terminal_gets_the_payment_in_flight_again_marked_res
     assert again["paymentRequest"] == first["paymentRequest"]
 
 
+def live_channel(connection_id: str) -> str:
+    return Connection.objects.get(connection_id=connection_id).channel_name
+
+
+async def test_a_request_the_terminal_has_is_not_sent_again_when_the_channel_layer_is_back(
+    ws_clients, store
+):
+    # The terminal's process lost the channel layer and caught up when it came back: the
+    # payment its socket already had is not sent again (it was, marked resent).
+    terminal, hello, desktop, _ = await connect_pair(ws_clients, store)
+    await request(desktop, payment("TXN-1"))
+    assert (await terminal.receive_json_from(timeout=TIMEOUT))["action"] == "paymentRequest"
+
+    channel = await db(live_channel)(hello["connectionId"])
+    await get_channel_layer().send(channel, {"type": "gateway.catch_up"})
+
+    assert await terminal.receive_nothing(timeout=0.3)
+    await assert_still_open(terminal)
+
+
+async def test_the_first_send_held_up_in_an_outage_does_not_follow_the_recovery_resend(
+    ws_clients, store, monkeypatch
+):
+    # Issue 20: the first send of a payment is held up in the channel layer (Redis
+    # restarting) while the terminal's process catches up and re-sends it; then the first
+    # send gets through too. The terminal gets the payment once.
+    terminal, hello, desktop, _ = await connect_pair(ws_clients, store)
+    layer = get_channel_layer()
+    layer_send = layer.send
+    held: list[tuple[str, dict[str, Any]]] = []
+
+    async def held_up(channel: str, message: dict[str, Any]) -> None:
+        if (message.get("frame") or {}).get("action") == "paymentRequest":
+            held.append((channel, message))
+            return
+        await layer_send(channel, message)
+
+    monkeypatch.setattr(layer, "send", held_up)
+    accepted = await request(desktop, payment("TXN-1"))
+    assert accepted["action"] == "paymentAccepted", accepted
+    assert await terminal.receive_nothing(timeout=0.2)
+
+    channel = await db(live_channel)(hello["connectionId"])
+    await layer_send(channel, {"type": "gateway.catch_up"})
+    resent = await terminal.receive_json_from(timeout=TIMEOUT)
+    assert (resent["action"], resent["resent"]) == ("paymentRequest", True)
+    [(to, first_send)] = held
+    await layer_send(to, first_send)
+
+    assert await terminal.receive_nothing(timeout=0.3)
+    await terminal.send_json_to(result("TXN-1"))
+    complete = await desktop.receive_json_from(timeout=TIMEOUT)
+    assert complete["paymentResponse"]["status"] == "SUCCESS", complete
+
+
 # --- one connection per device, and live status pushed to desktops ---------------------------
 
 
