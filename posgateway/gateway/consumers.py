@@ -29,7 +29,6 @@ from posgateway.core.protocol import (
     UNSTORABLE_TEXT,
     BadRequest,
     Forbidden,
-    InternalError,
     PayloadTooLarge,
     ProtocolError,
     TooManyRequests,
@@ -171,7 +170,7 @@ class GatewayConsumer(WebsocketConsumer):
             return
         except Exception as exc:
             log_failure(exc, "registering the connection failed")
-            await self.send_frame(InternalError().to_frame())
+            await self.send_frame(error_frame(exc))  # Service Unavailable in a database outage
             await self.close(code=CLOSE_UNAVAILABLE)
             return
         if connected is None:
@@ -236,10 +235,9 @@ class GatewayConsumer(WebsocketConsumer):
                 DATABASE.ok()
             else:
                 reply, prepared = _handle(spec, self.ctx, frame)
-            failures = await send(prepared)
-            if failures:
-                await run_failures(failures)
-                raise InternalError()
+            # A refused hand-off to a terminal is retried (posgateway.core.forwarding): the
+            # request is stored, and the reply (paymentAccepted) stands.
+            await run_failures(await send(prepared))
         except Exception as exc:
             if not isinstance(exc, ProtocolError):
                 log_failure(exc, f"action {action} from {self.ctx.connection_id} failed")

@@ -713,6 +713,63 @@ async def test_the_first_send_held_up_in_an_outage_does_not_follow_the_recovery_
     assert complete["paymentResponse"]["status"] == "SUCCESS", complete
 
 
+async def sweep_once() -> None:
+    """One pass of a process's background sweep (timeouts, retried hand-offs)."""
+    from posgateway.gateway import background, connections
+    from posgateway.gateway.delivery import deliver
+
+    outbox = Outbox()
+    retries = await db(connections.sweep)(outbox=outbox)
+    await deliver(outbox)
+    await background.retry_forwards(retries)
+
+
+def retries_due_now() -> None:
+    Transaction.objects.filter(forward_retry_at__isnull=False).update(
+        forward_retry_at=timezone.now()
+    )
+
+
+async def test_a_payment_the_channel_layer_refuses_to_hand_off_is_accepted_and_retried(
+    ws_clients, store, monkeypatch
+):
+    # Issue 20: Redis is down when the payment is handed to the terminal's process. The
+    # desktop is answered paymentAccepted as usual; once the layer takes messages again, the
+    # sweep hands the payment off and the terminal gets it, once; its answer is the result.
+    terminal, _, desktop, _ = await connect_pair(ws_clients, store)
+    layer = get_channel_layer()
+    layer_send = layer.send
+    down = True
+
+    async def outage(channel: str, message: dict[str, Any]) -> None:
+        if down:
+            raise ConnectionError("Error 111 connecting to redis")
+        await layer_send(channel, message)
+
+    monkeypatch.setattr(layer, "send", outage)
+    accepted = await request(desktop, payment("TXN-1"))
+    assert accepted["action"] == "paymentAccepted", accepted
+    assert await terminal.receive_nothing(timeout=0.2)
+    await db(retries_due_now)()
+    await sweep_once()  # still down: refused again, nothing lost
+    assert await terminal.receive_nothing(timeout=0.2)
+    assert (await db(Transaction.objects.get)(transaction_id="TXN-1")).status == "IN_PROGRESS"
+
+    down = False
+    await db(retries_due_now)()
+    await sweep_once()
+    forwarded = await terminal.receive_json_from(timeout=TIMEOUT)
+    assert (forwarded["action"], forwarded["resent"]) == ("paymentRequest", True)
+    assert forwarded["paymentRequest"]["transactionId"] == "TXN-1"
+    await db(retries_due_now)()
+    await sweep_once()  # confirmed: not handed off again
+    assert await terminal.receive_nothing(timeout=0.2)
+
+    await terminal.send_json_to(result("TXN-1"))
+    complete = await desktop.receive_json_from(timeout=TIMEOUT)
+    assert complete["paymentResponse"]["status"] == "SUCCESS", complete
+
+
 # --- one connection per device, and live status pushed to desktops ---------------------------
 
 
