@@ -426,6 +426,30 @@ async def test_server_side_failure_is_failed_to_process_message(ws_clients, stor
     await assert_still_open(desktop)
 
 
+async def test_a_database_outage_is_service_unavailable(ws_clients, store, monkeypatch):
+    from django.db import OperationalError
+
+    from payments import services as payment_services
+
+    def unreachable(**kwargs):
+        raise OperationalError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(payment_services, "payment_status", unreachable)
+    desktop, _ = await connect(ws_clients, store.desktop_key)
+
+    reply = await request(desktop, {"action": "getTransactionStatus", "transactionId": "TXN-1"})
+
+    assert_error(
+        reply,
+        "Service Unavailable",
+        "Database unavailable, try again shortly",
+        requestAction="getTransactionStatus",
+        transactionId="TXN-1",
+    )
+    assert "administrator" not in str(reply)
+    await assert_still_open(desktop)
+
+
 async def test_unknown_action_is_bad_request_naming_it(ws_clients, store):
     desktop, _ = await connect(ws_clients, store.desktop_key)
 
