@@ -119,6 +119,10 @@ class Transaction(models.Model):
     forwarded_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
+    # Set only while the channel layer refuses to hand the request to its terminal: when the
+    # next hand-off is due, and how many were tried (posgateway.core.forwarding).
+    forward_retry_at = models.DateTimeField(null=True, blank=True)
+    forward_attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -142,6 +146,11 @@ class Transaction(models.Model):
         indexes = [
             models.Index(fields=["status", "deadline_at"]),
             models.Index(fields=["group", "created_at"]),
+            models.Index(
+                fields=["forward_retry_at"],
+                condition=Q(forward_retry_at__isnull=False),
+                name="transaction_forward_retry",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -169,6 +178,7 @@ class EventKind(models.TextChoices):
     REQUESTED = "requested"
     FORWARDED = "forwarded"
     RESENT = "resent"
+    FORWARD_REFUSED = "forward_refused"  # the channel layer refused the hand-off: retried
     DUPLICATE = "duplicate"
     CANCEL_REQUESTED = "cancel_requested"
     RESULT = "result"

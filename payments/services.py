@@ -51,6 +51,7 @@ from payments.validation import (
     validate_payment_response,
     validate_refund_request,
 )
+from posgateway.core import forwarding
 from posgateway.core.events import Outbox
 from posgateway.core.protocol import (
     ONLY_SUCCESSFUL_PAYMENT_REFUNDABLE,
@@ -505,19 +506,43 @@ def _stored_result(txn: Transaction) -> dict[str, Any]:
 
 
 def payment_forward_failed(outbox: Outbox, *, group_id: int, transaction_id: str) -> None:
-    """The channel layer refused the forward: nothing reached the terminal, so it FAILED.
-
-    Unless the terminal reconnected meanwhile and got the request re-sent: it may be paying.
-    """
-    _finish_by_gateway(
-        group_id=group_id,
-        transaction_id=transaction_id,
-        status=TransactionStatus.FAILED,
-        kind=EventKind.FAILED,
-        error_message="The terminal could not be reached",
-        outbox=outbox,
-        unless_resent=True,
+    """The channel layer refused to hand the request to its terminal (Redis down): the payment
+    stays in flight and the hand-off is tried again until it gets through or the deadline
+    passes (posgateway.core.forwarding). The desktop was answered ``paymentAccepted`` as usual:
+    an outage of the layer is the gateway's to ride out, not the cashier's."""
+    txn = (
+        Transaction.objects.filter(
+            group_id=group_id, transaction_id=transaction_id, status__in=IN_FLIGHT_STATUSES
+        )
+        .only("pk", "group_id", "transaction_id", "status", "type", "late", "original_id")
+        .first()
     )
+    if txn is None or not forwarding.schedule(Transaction, pk=txn.pk, in_flight=IN_FLIGHT_STATUSES):
+        return  # finished meanwhile, or a retry already waits
+    _note(txn, EventKind.FORWARD_REFUSED, EventSource.GATEWAY, outbox)
+    _log(txn, "hand-off to the terminal refused by the channel layer; it will be tried again")
+
+
+def forwards_due(*, limit: int = 100) -> list[tuple[forwarding.Claim, PaymentForwarded]]:
+    """Payments whose refused hand-off is due another try, each claimed for this process, with
+    the request to hand off: marked ``resent``, to the terminal's connection of now. A terminal
+    that is not connected is sent it when it connects (``in_flight_requests``)."""
+    due: list[tuple[forwarding.Claim, PaymentForwarded]] = []
+    for claim in forwarding.claim_due(Transaction, in_flight=IN_FLIGHT_STATUSES, limit=limit):
+        txn = Transaction.objects.select_related("original").get(pk=claim[0])
+        live = live_connection(device_id=txn.terminal_id)
+        if live is None:
+            forwarding.confirm(Transaction, [claim])
+            continue
+        _note(txn, EventKind.RESENT, EventSource.GATEWAY, None, attempt=claim[1])
+        _log(txn, f"hand-off to the terminal tried again (try {claim[1]})")
+        due.append((claim, _resent(txn, live.channel_name)))
+    return due
+
+
+def forwards_confirmed(*, claims: list[forwarding.Claim]) -> None:
+    """These tries were handed to the channel layer: their payments stop waiting for one."""
+    forwarding.confirm(Transaction, claims)
 
 
 # --- Results ---------------------------------------------------------------------------------
@@ -813,9 +838,8 @@ def _finish_by_gateway(
     error_message: str,
     outbox: Outbox,
     only_before: dt.datetime | None = None,
-    unless_resent: bool = False,
 ) -> Transaction | None:
-    """The gateway ends an in-flight payment (timeout, unreachable terminal). Exactly once."""
+    """The gateway ends an in-flight payment (its timeout). Exactly once."""
     with transaction.atomic():
         txn = (
             Transaction.objects.select_for_update(of=("self",), no_key=True)
@@ -825,8 +849,6 @@ def _finish_by_gateway(
         )
         if txn is None or (only_before and txn.deadline_at and txn.deadline_at > only_before):
             return None  # finished meanwhile, by another process or by the terminal
-        if unless_resent and txn.events.filter(kind=EventKind.RESENT).exists():
-            return None
         old = txn.status
         txn.status = status
         txn.error_message = error_message
@@ -996,8 +1018,7 @@ def in_flight_requests(
     *, terminal_pk: int, outbox: Outbox | None = None
 ) -> list[PaymentForwarded | CancelForwarded]:
     """Payments still in flight to a terminal that just reconnected, marked ``resent``."""
-    # Locked: a payment failing or timing out meanwhile is either not re-sent, or re-sent
-    # first (and then not failed for a lost forward: see payment_forward_failed).
+    # Locked: a payment timing out meanwhile is either not re-sent, or re-sent first.
     txns = list(
         Transaction.objects.select_for_update(of=("self",), no_key=True)
         .select_related("original")
@@ -1007,13 +1028,7 @@ def in_flight_requests(
     for txn in txns:
         _note(txn, EventKind.RESENT, EventSource.GATEWAY, outbox)
         _log(txn, "resent to the reconnected terminal")
-        screen = occupancy.waiting_screen(
-            terminal_pk=txn.terminal_id, operation_type=OPERATION_TYPE
-        )
-        # The desktop that paid may have reconnected too: name its connection of now.
-        desktop_live = None if txn.desktop_id is None else live_connection(device_id=txn.desktop_id)
-        desktop_id = desktop_live.connection_id if desktop_live else txn.desktop_connection_id
-        resent.append(PaymentForwarded(txn, desktop_id, screen, resent=True))
+        resent.append(_resent(txn))
         # A cancel the terminal never got (it was away) follows its request, or the terminal
         # would go on to charge a payment the POS cancelled.
         if txn.events.filter(kind=EventKind.CANCEL_REQUESTED).exists():
@@ -1022,8 +1037,19 @@ def in_flight_requests(
     return resent
 
 
+def _resent(txn: Transaction, channel_name: str | None = None) -> PaymentForwarded:
+    """The request of an in-flight payment sent again, marked ``resent``."""
+    screen = occupancy.waiting_screen(terminal_pk=txn.terminal_id, operation_type=OPERATION_TYPE)
+    # The desktop that paid may have reconnected too: name its connection of now.
+    desktop_live = None if txn.desktop_id is None else live_connection(device_id=txn.desktop_id)
+    desktop_id = desktop_live.connection_id if desktop_live else txn.desktop_connection_id
+    return PaymentForwarded(txn, desktop_id, screen, channel_name, resent=True)
+
+
 __all__ = [
     "FINAL_STATUSES",
+    "forwards_confirmed",
+    "forwards_due",
     "in_flight_requests",
     "payment_cancel",
     "payment_forward_failed",

@@ -256,6 +256,11 @@ REQUEST_BODY_TIMEOUT_S = env_float("REQUEST_BODY_TIMEOUT_S", 30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # How often each process sweeps for timed-out payments, stale sockets and expired grace.
 SWEEP_INTERVAL_S = env_float("SWEEP_INTERVAL_S", 1.0)
+# A request whose hand-off to its terminal the channel layer refused (Redis down) stays in
+# flight and is handed off again this long after, then at doubling intervals up to
+# FORWARD_RETRY_MAX_S, by whichever process's sweeper gets to it first, until its deadline.
+FORWARD_RETRY_S = env_float("FORWARD_RETRY_S", 0.5)
+FORWARD_RETRY_MAX_S = env_float("FORWARD_RETRY_MAX_S", 2.0)
 # Unacknowledged results are re-sent on connect for this long.
 REDELIVERY_WINDOW_S = env_float("REDELIVERY_WINDOW_S", 24 * 3600)
 # A sync Terminal API request is woken through the channel layer when its payment ends; it also

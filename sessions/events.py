@@ -69,6 +69,7 @@ class RequestForwarded:
     waiting_screen: dict[str, Any] | None = None
     channel_name: str | None = None
     resent: bool = False
+    group_id: int = 0  # its store: a refused hand-off is retried by it and requestId
 
 
 @dataclass(frozen=True, slots=True)

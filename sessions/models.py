@@ -120,6 +120,10 @@ class TerminalRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField()
+    # Set only while the channel layer refuses to hand the request to its terminal
+    # (posgateway.core.forwarding).
+    forward_retry_at = models.DateTimeField(null=True, blank=True)
+    forward_attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -133,7 +137,14 @@ class TerminalRequest(models.Model):
                 name="one_terminal_request_in_flight",
             ),
         ]
-        indexes = [models.Index(fields=["status", "deadline_at"])]
+        indexes = [
+            models.Index(fields=["status", "deadline_at"]),
+            models.Index(
+                fields=["forward_retry_at"],
+                condition=Q(forward_retry_at__isnull=False),
+                name="terminal_request_forward_retry",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.request_id} ({self.status})"

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from payments import services as payments
 from payments.models import Transaction
+from posgateway.core import forwarding
 from posgateway.core.events import Outbox
 from posgateway.core.protocol import (
     TERMINAL_BUSY,
@@ -303,7 +304,13 @@ def request_start(
             )
             outbox.publish(
                 RequestForwarded(
-                    kind, request_id, request, desktop_connection_id, screen, live.channel_name
+                    kind,
+                    request_id,
+                    request,
+                    desktop_connection_id,
+                    screen,
+                    live.channel_name,
+                    group_id=desktop.group_id,
                 )
             )
             outbox.publish(RequestChanged.of(req))
@@ -340,15 +347,59 @@ def in_flight_requests(*, terminal_pk: int, outbox: Outbox | None = None) -> lis
         return [_resent(req) for req in reqs]
 
 
-def _resent(req: TerminalRequest) -> RequestForwarded:
+def request_forward_failed(outbox: Outbox, *, group_id: int, request_id: str) -> None:
+    """The channel layer refused to hand a display or input request to its terminal: it stays
+    in flight and the hand-off is tried again until it gets through or the deadline passes
+    (posgateway.core.forwarding), as for payments."""
+    pk = (
+        TerminalRequest.objects.filter(
+            group_id=group_id, request_id=request_id, status=RequestStatus.IN_PROGRESS
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if pk is not None and forwarding.schedule(
+        TerminalRequest, pk=pk, in_flight=[RequestStatus.IN_PROGRESS]
+    ):
+        logger.warning(
+            "request %s: hand-off to the terminal refused by the channel layer; it will be "
+            "tried again store=%s",
+            request_id,
+            group_id,
+        )
+
+
+def forwards_due(*, limit: int = 100) -> list[tuple[forwarding.Claim, RequestForwarded]]:
+    """Display and input requests whose refused hand-off is due another try, claimed for this
+    process, with the request to hand off (marked ``resent``) to the terminal's connection of
+    now; a terminal that is not connected gets it when it connects."""
+    due: list[tuple[forwarding.Claim, RequestForwarded]] = []
+    in_flight = [RequestStatus.IN_PROGRESS]
+    for claim in forwarding.claim_due(TerminalRequest, in_flight=in_flight, limit=limit):
+        req = TerminalRequest.objects.get(pk=claim[0])
+        live = live_connection(device_id=req.terminal_id)
+        if live is None:
+            forwarding.confirm(TerminalRequest, [claim])
+            continue
+        due.append((claim, _resent(req, live.channel_name)))
+    return due
+
+
+def forwards_confirmed(*, claims: list[forwarding.Claim]) -> None:
+    """These tries were handed to the channel layer: their requests stop waiting for one."""
+    forwarding.confirm(TerminalRequest, claims)
+
+
+def _resent(req: TerminalRequest, channel_name: str | None = None) -> RequestForwarded:
     desktop = live_connection(device_id=req.desktop_id)
     screen = session_request_forwarded(
         terminal_pk=req.terminal_id, operation_type=OPERATION_OF_KIND[req.kind]
     )
     logger.info(
-        "%s request %s resent to the reconnected terminal store=%s",
+        "%s request %s resent to the %s terminal store=%s",
         req.kind,
         req.request_id,
+        "connected" if channel_name else "reconnected",
         req.group_id,
     )
     return RequestForwarded(
@@ -357,7 +408,9 @@ def _resent(req: TerminalRequest) -> RequestForwarded:
         req.request,
         desktop.connection_id if desktop is not None else None,
         screen,
+        channel_name,
         resent=True,
+        group_id=req.group_id,
     )
 
 

@@ -11,6 +11,10 @@ REST responses alike. The seed's texts are kept letter for letter (contract sect
     Forbidden              Only desktop devices can request terminal list
     Forbidden              Cannot send message to connection in different group
     Internal Server Error  Failed to process message
+
+and the gateway's own, among them (issue 20):
+
+    Service Unavailable    Database unavailable, try again shortly
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import json
 import re
 from http import HTTPStatus
 from typing import Any, overload
+
+from posgateway.core.health import is_database_outage
 
 INVALID_JSON = "Invalid JSON in message body"
 TERMINAL_ID_REQUIRED = "terminalId is required"
@@ -39,6 +45,9 @@ REFUND_EXCEEDS_REFUNDABLE = "amount exceeds the refundable amount"
 REFUND_CURRENCY_MISMATCH = "currency does not match the original payment"
 BINARY_NOT_SUPPORTED = "Binary frames are not supported"
 UNSTORABLE_TEXT = "must not contain NUL characters or unpaired surrogates"
+# The database is restarting, unreachable or locked: nothing was stored, the same frame may be
+# sent again.
+DATABASE_UNAVAILABLE = "Database unavailable, try again shortly"
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -159,10 +168,27 @@ class InternalError(ProtocolError):
         super().__init__(message, **extra)
 
 
+class ServiceUnavailable(ProtocolError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str = DATABASE_UNAVAILABLE, **extra: Any) -> None:
+        super().__init__(message, **extra)
+
+
+def as_protocol_error(exc: BaseException) -> ProtocolError:
+    """The protocol's error for any exception: a database outage is Service Unavailable
+    (nothing was stored: a transaction is all or nothing), anything else unknown an internal
+    error that never leaks its text."""
+    if isinstance(exc, ProtocolError):
+        return exc
+    if is_database_outage(exc):
+        return ServiceUnavailable()
+    return InternalError()
+
+
 def error_frame(exc: BaseException, **context: Any) -> dict[str, Any]:
     """Map any exception to an error frame; unknown ones never leak their text."""
-    if not isinstance(exc, ProtocolError):
-        exc = InternalError()
+    exc = as_protocol_error(exc)
     frame = exc.to_frame()
     for key, value in context.items():
         if value is not None:

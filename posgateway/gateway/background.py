@@ -3,8 +3,10 @@
 Every SWEEP_INTERVAL_S it runs the heartbeat of this process's sockets
 (posgateway.gateway.heartbeat) and then every app's periodic rules (timeouts, expired
 sessions, orphaned connections: posgateway.gateway.connections.sweep), which are safe to run
-in every process at once. It is started by the server: under uvicorn by the ASGI lifespan
-events, under daphne (which sends none) as soon as its reactor runs (posgateway.asgi).
+in every process at once, and hands off again the requests whose hand-off to a terminal the
+channel layer refused (posgateway.core.forwarding). It is started by the server: under
+uvicorn by the ASGI lifespan events, under daphne (which sends none) as soon as its reactor
+runs (posgateway.asgi).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from posgateway.core.events import Outbox
+from posgateway.core.forwarding import Claim
 from posgateway.core.health import DATABASE, is_database_outage
 from posgateway.gateway import connections, heartbeat
-from posgateway.gateway.delivery import deliver, run_failures
+from posgateway.gateway.delivery import deliver, messages, run_failures, send
 
 logger = logging.getLogger("posgateway.gateway")
 
@@ -53,6 +56,18 @@ async def stop() -> None:
         await task
 
 
+async def retry_forwards(due: list[connections.Retry]) -> None:
+    """Hand off again the requests the sweep claimed, then confirm those the channel layer
+    took; one refused again stays due (its claim set its next try). The terminal's socket
+    drops a copy it already has, so a retry that crosses another send is harmless."""
+    confirmed: list[tuple[str, Claim]] = []
+    for kind, claim, event in due:
+        if not await send(messages([event])):
+            confirmed.append((kind, claim))
+    if confirmed:
+        await database_sync_to_async(connections.forwards_confirmed)(claims=confirmed)
+
+
 async def _run() -> None:
     interval = settings.SWEEP_INTERVAL_S
     # Processes started together should not sweep in lockstep.
@@ -61,8 +76,9 @@ async def _run() -> None:
         try:
             await heartbeat.sweep_local_connections()
             outbox = Outbox()
-            await database_sync_to_async(connections.sweep)(outbox=outbox)
+            retries = await database_sync_to_async(connections.sweep)(outbox=outbox)
             await run_failures(await deliver(outbox))
+            await retry_forwards(retries)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

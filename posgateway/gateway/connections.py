@@ -11,6 +11,7 @@ from typing import Any
 from payments import services as payments
 from payments.models import Transaction
 from posgateway.core.events import Outbox
+from posgateway.core.forwarding import Claim
 from posgateway.gateway.actions import DeviceContext
 from sessions import services as sessions
 from sessions.models import TerminalRequest
@@ -91,10 +92,34 @@ def device_catch_up(*, ctx: DeviceContext, outbox: Outbox) -> list[Any]:
     ]
 
 
-def sweep(*, outbox: Outbox) -> None:
-    """The periodic rules of every app, safe to run in every process at once."""
+# A request whose refused hand-off is due another try: (its kind, its claim, the event to send).
+Retry = tuple[str, Claim, Any]
+_FORWARDS: dict[str, Any] = {"payment": payments, "request": sessions}
+
+
+def sweep(*, outbox: Outbox) -> list[Retry]:
+    """The periodic rules of every app, safe to run in every process at once; returns the
+    requests whose refused hand-off to a terminal this process now tries again."""
     payments.sweep_payment_timeouts(outbox=outbox)
     sessions.sweep_request_timeouts(outbox=outbox)
     sessions.sweep_sessions(outbox=outbox)
     sessions.sweep_terminal_api_messages()
     terminals.sweep_connections(outbox=outbox)
+    return forwards_due()
+
+
+def forwards_due() -> list[Retry]:
+    """Payments, refunds, display and input requests whose refused hand-off is due, claimed."""
+    return [
+        (kind, claim, event)
+        for kind, app in _FORWARDS.items()
+        for claim, event in app.forwards_due()
+    ]
+
+
+def forwards_confirmed(*, claims: list[tuple[str, Claim]]) -> None:
+    """These retried hand-offs were taken by the channel layer."""
+    for kind, app in _FORWARDS.items():
+        mine = [claim for of, claim in claims if of == kind]
+        if mine:
+            app.forwards_confirmed(claims=mine)

@@ -29,7 +29,6 @@ from posgateway.core.protocol import (
     UNSTORABLE_TEXT,
     BadRequest,
     Forbidden,
-    InternalError,
     PayloadTooLarge,
     ProtocolError,
     TooManyRequests,
@@ -56,6 +55,10 @@ if TYPE_CHECKING:
     from asgiref.typing import WebSocketDisconnectEvent, WebSocketReceiveEvent, WebSocketScope
 
 logger = logging.getLogger("terminals.consumers")
+
+# How many request keys a terminal's socket remembers. A terminal has one payment and one
+# display/input request in flight at a time; a late duplicate send comes within seconds.
+REQUESTS_REMEMBERED = 256
 
 
 def _reject_constant(name: str) -> Any:
@@ -115,6 +118,11 @@ class GatewayConsumer(WebsocketConsumer):
     # The code the gateway closed this socket with (a revoked key): it, not the client's echo
     # of it, decides the device's status.
     gateway_close_code: int | None = None
+    # The requests (frames.request_key) written on this socket, oldest first: a terminal gets
+    # each request once per connection, however many sends of it reach the socket (the first,
+    # a catch-up re-send after a channel-layer outage, a retried hand-off, from any process).
+    # The socket is the one place all of them pass, and this consumer its only writer.
+    requests_sent: dict[str, None]
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its ``aclose_old_connections`` before every message.
@@ -142,6 +150,7 @@ class GatewayConsumer(WebsocketConsumer):
             await self.close()  # refused before the upgrade: HTTP 403, nothing else spent
             return
         await self.accept()
+        self.requests_sent = {}
         self.frame_budget = TokenBucket(settings.WS_FRAMES_PER_S, settings.WS_FRAMES_BURST)
         self.last_seen = time.monotonic()
         self.activity_pending = False
@@ -161,7 +170,7 @@ class GatewayConsumer(WebsocketConsumer):
             return
         except Exception as exc:
             log_failure(exc, "registering the connection failed")
-            await self.send_frame(InternalError().to_frame())
+            await self.send_frame(error_frame(exc))  # Service Unavailable in a database outage
             await self.close(code=CLOSE_UNAVAILABLE)
             return
         if connected is None:
@@ -226,10 +235,9 @@ class GatewayConsumer(WebsocketConsumer):
                 DATABASE.ok()
             else:
                 reply, prepared = _handle(spec, self.ctx, frame)
-            failures = await send(prepared)
-            if failures:
-                await run_failures(failures)
-                raise InternalError()
+            # A refused hand-off to a terminal is retried (posgateway.core.forwarding): the
+            # request is stored, and the reply (paymentAccepted) stands.
+            await run_failures(await send(prepared))
         except Exception as exc:
             if not isinstance(exc, ProtocolError):
                 log_failure(exc, f"action {action} from {self.ctx.connection_id} failed")
@@ -275,6 +283,8 @@ class GatewayConsumer(WebsocketConsumer):
             await self.send(text_data=event["text"])
             return
         frame = event["frame"]
+        if not self._first_send_of(frame):
+            return
         if frame.get("action") in frames.RESULT_ACTIONS:
             seq = frame.get("seq", 0)
             if seq <= self.sent_seq:
@@ -305,9 +315,29 @@ class GatewayConsumer(WebsocketConsumer):
         for event in events:
             frame = frames.device_frame(event)
             assert frame is not None  # what is read back (results, requests, sessions) has one
+            if not self._first_send_of(frame):
+                continue
             await self.send_frame(frame)
             if frame.get("action") in frames.RESULT_ACTIONS:
                 self.sent_seq = max(self.sent_seq, frame["seq"])
+
+    def _first_send_of(self, frame: dict[str, Any]) -> bool:
+        """Whether ``frame`` may be written on this socket: anything but a request this
+        socket was already sent (then it is dropped, with a line in the log)."""
+        key = frames.request_key(frame)
+        if key is None:
+            return True
+        if key in self.requests_sent:
+            logger.info(
+                "%s not sent again on connection %s: it already has it",
+                key,
+                self.ctx.connection_id if self.ctx else "-",
+            )
+            return False
+        self.requests_sent[key] = None
+        if len(self.requests_sent) > REQUESTS_REMEMBERED:
+            del self.requests_sent[next(iter(self.requests_sent))]
+        return True
 
     async def terminal_api_result(self, event: dict[str, Any]) -> None:
         """A transaction this desktop asked for over the async Terminal API (or the

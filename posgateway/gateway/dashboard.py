@@ -161,6 +161,10 @@ def _still_allowed(session_key: str | None, user_pk: Any, joined: tuple[str, ...
     return None
 
 
+# The page socket's close when the channel layer (Redis) is down: the page says "degraded".
+CLOSE_DEGRADED = 4503
+
+
 class DashboardConsumer(WebsocketConsumer):
     groups_joined: tuple[str, ...] = ()
     checked_at: float = 0.0
@@ -180,9 +184,11 @@ class DashboardConsumer(WebsocketConsumer):
             for name in self.groups_joined:
                 await self.channel_layer.group_add(name, self.channel_name)
         except Exception as exc:
-            # Redis down: refuse the handshake; the page shows "not live" and tries again.
+            # Redis down: accept only to close with CLOSE_DEGRADED, which the page shows
+            # ("degraded"), and tries again.
             CHANNEL_LAYER.failed(exc, "dashboard connect")
-            await self.close()
+            await self.accept()
+            await self.close(code=CLOSE_DEGRADED)
             return
         self.checked_at = time.monotonic()
         await self.accept()
@@ -235,14 +241,15 @@ class DashboardConsumer(WebsocketConsumer):
         return False
 
     async def layer_failed(self, exc: Exception) -> dict[str, Any]:
-        """The page cannot be live without the layer: the socket closes (1011) with one warning
-        per outage; the page shows "not live", reconnects with backoff and, once the layer is
-        back, refreshes what it shows on "ready"."""
+        """The page cannot be live without the layer: the socket closes (CLOSE_DEGRADED) with
+        one warning per outage; the page shows "degraded" (payments are still taken and wait
+        for their hand-off), reconnects with backoff and, once the layer is back, refreshes
+        what it shows on "ready"."""
         CHANNEL_LAYER.failed(exc, "dashboard receive")
         return {"type": "dashboard.layer_lost"}
 
     async def dashboard_layer_lost(self, message: dict[str, Any]) -> None:
-        await self.close(code=1011)
+        await self.close(code=CLOSE_DEGRADED)
         raise StopConsumer()
 
 

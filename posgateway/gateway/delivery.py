@@ -9,7 +9,9 @@ consumer sends without an extra thread hop.
 
 A refused send is logged in one line, never with a traceback: the first refusal of an outage
 also reports the channel layer down (one warning per process, see posgateway.core.health).
-A refused payment forward fails the payment (its ``on_fail``), run by the caller.
+A refused hand-off of a request to a terminal (a payment, refund, display or input request)
+schedules its retry (its ``on_fail``, run by the caller); the background sweep makes the
+retries (posgateway.gateway.background, posgateway.core.forwarding).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from payments.events import PaymentForwarded
 from posgateway.core.events import Outbox
 from posgateway.core.health import CHANNEL_LAYER, describe
 from posgateway.gateway import frames
+from sessions import services as sessions
+from sessions.events import RequestForwarded
 from terminals.events import ConnectionClosed, ConnectionReplaced
 
 logger = logging.getLogger("posgateway.realtime")
@@ -113,12 +117,19 @@ def messages(events: list[Any]) -> Messages:
 
 
 def _on_fail(event: Any) -> OnFail | None:
-    """What a refused hand-over of this event costs: a payment nothing reached fails."""
-    if isinstance(event, PaymentForwarded) and not event.resent:
+    """What follows a refused hand-over of this event: a request to a terminal is tried again
+    (posgateway.core.forwarding); anything else is in the database for the next connect."""
+    if isinstance(event, PaymentForwarded):
         return functools.partial(
             payments.payment_forward_failed,
             group_id=event.txn.group_id,
             transaction_id=event.txn.transaction_id,
+        )
+    if isinstance(event, RequestForwarded) and event.group_id:
+        return functools.partial(
+            sessions.request_forward_failed,
+            group_id=event.group_id,
+            request_id=event.request_id,
         )
     return None
 

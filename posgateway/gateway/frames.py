@@ -67,6 +67,20 @@ SENT_ACTIONS = (
 )
 # The results a desktop is sent numbered by seq (one stream, acknowledged by ``ack``).
 RESULT_ACTIONS = frozenset({"paymentComplete", "refundComplete"})
+# The requests a terminal acts on (it may charge a card): written on one connection once.
+REQUEST_ACTIONS = frozenset({"paymentRequest", "refundRequest", "displayRequest", "inputRequest"})
+
+
+def request_key(frame: Frame) -> str | None:
+    """What makes a request to a terminal the same request (``paymentRequest:T-1``), or None
+    for frames that are not requests. The gateway's sends of one request (the first, a
+    recovery re-send after a channel-layer outage, a retry of a refused hand-off) share it."""
+    action = frame.get("action")
+    if action not in REQUEST_ACTIONS:
+        return None
+    if action in ("paymentRequest", "refundRequest"):
+        return f"{action}:{frame[action]['transactionId']}"
+    return f"{action}:{frame['requestId']}"
 
 
 # --- Connection and terminals --------------------------------------------------------------

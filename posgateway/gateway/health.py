@@ -1,5 +1,9 @@
 """GET /healthz, and the probe that tells waiting sockets when the channel layer is back.
 
+While only the channel layer fails, /healthz says 503 with ``"status": "degraded"`` and how
+many requests wait for their hand-off to a terminal (``forwardsWaiting``): payments are still
+taken and reach their terminals once the layer is back.
+
 Whether the database and the channel layer are up, as this process last met them, is kept in
 posgateway.core.health.
 """
@@ -7,6 +11,7 @@ posgateway.core.health.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 
@@ -17,7 +22,9 @@ from django.db import DatabaseError, connection, transaction
 from django.http import JsonResponse
 
 from payments.models import DesktopMessage, Transaction, TransactionEvent
+from posgateway.core import forwarding
 from posgateway.core.health import CHANNEL_LAYER, DATABASE, describe
+from sessions.models import TerminalRequest
 
 logger = logging.getLogger("posgateway.health")
 
@@ -107,7 +114,7 @@ async def _probe_layer_until_back() -> None:
 
 
 async def healthz(request):
-    body = {"status": "ok", "database": "ok", "channelLayer": "ok"}
+    body: dict[str, str | int] = {"status": "ok", "database": "ok", "channelLayer": "ok"}
     try:
         await asyncio.wait_for(database_sync_to_async(_database_ok)(), timeout=5)
     except Exception as exc:
@@ -125,7 +132,21 @@ async def healthz(request):
         body["channelLayer"] = "error"
     else:
         CHANNEL_LAYER.ok()
+    if body["database"] == "ok" and body["channelLayer"] != "ok":
+        # Degraded, not down: payments are still taken, and their hand-off to the terminals
+        # is retried until the layer is back (posgateway.core.forwarding).
+        body["status"] = "degraded"
+        with contextlib.suppress(Exception):
+            body["forwardsWaiting"] = await asyncio.wait_for(
+                database_sync_to_async(_forwards_waiting)(), timeout=5
+            )
+        return JsonResponse(body, status=503)
     if body["database"] != "ok" or body["channelLayer"] != "ok":
         body["status"] = "error"
         return JsonResponse(body, status=503)
     return JsonResponse(body)
+
+
+def _forwards_waiting() -> int:
+    """Requests (payments, refunds, display, input) whose hand-off waits for a retry."""
+    return forwarding.waiting(Transaction) + forwarding.waiting(TerminalRequest)

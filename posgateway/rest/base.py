@@ -26,7 +26,15 @@ from rest_framework import exceptions, pagination, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from posgateway.core.protocol import Forbidden, InternalError, ProtocolError, error_body, iso
+from posgateway.core.health import DATABASE, is_database_outage
+from posgateway.core.protocol import (
+    Forbidden,
+    InternalError,
+    ProtocolError,
+    ServiceUnavailable,
+    error_body,
+    iso,
+)
 from terminals.selectors import groups_for_user, is_manager
 
 logger = logging.getLogger("posgateway.api")
@@ -84,9 +92,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             body["fields"] = _field_errors(exc.detail)
         set_rollback()
         return Response(body, status=exc.status_code, headers=headers)
+    set_rollback()
+    if is_database_outage(exc):
+        DATABASE.failed(exc, f"REST {context.get('view').__class__.__name__}")
+        unavailable = ServiceUnavailable()
+        return Response(unavailable.to_frame(), status=unavailable.status)
     # A bug: logged with its traceback, answered without it.
     logger.error("unhandled error in %s", context.get("view"), exc_info=exc)
-    set_rollback()
     return Response(InternalError().to_frame(), status=HTTPStatus.INTERNAL_SERVER_ERROR)
 
 

@@ -7,8 +7,10 @@
  * the socket was down. Some changes publish no event (a terminal's pings move its last activity;
  * midnight starts a new "today"): while live, the region is also fetched when nothing refreshed
  * it for refreshEveryMs (30 s), and whenever the tab becomes visible again. The indicator in the
- * top bar says whether the page is live. A refresh keeps the keyboard's focus on the same link or
- * button (found again by id, or by its row and position) when it is still there.
+ * top bar says whether the page is live, or "degraded" while the gateway's channel layer
+ * (Redis) is down: payments are then still taken, and their hand-off to terminals retried. A
+ * refresh keeps the keyboard's focus on the same link or button (found again by id, or by its
+ * row and position) when it is still there.
  */
 (() => {
   "use strict";
@@ -22,7 +24,14 @@
     connecting: ["connecting…", "Connecting to the live feed"],
     live: ["live", "Updates arrive as they happen"],
     offline: ["not live · reconnecting…", "The live feed is down: what you see may be out of date"],
+    degraded: [
+      "degraded · reconnecting…",
+      "The gateway's channel layer (Redis) is down: payments are still taken and reach their " +
+        "terminals once it is back; this page is not live meanwhile",
+    ],
   };
+  // The socket's close code when the gateway's channel layer is down (CLOSE_DEGRADED).
+  const CLOSE_DEGRADED = 4503;
   // Read by the browser tests, and handy in the console.
   // refreshEveryMs may be lowered from the console (or a test) at any time.
   const state = {
@@ -188,7 +197,7 @@
   let lastHeard = 0;
 
   function connect() {
-    setStatus(attempt ? "offline" : "connecting");
+    if (state.status !== "degraded") setStatus(attempt ? "offline" : "connecting");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     try {
       socket = new WebSocket(`${scheme}//${location.host}/ws/dashboard/`);
@@ -218,7 +227,7 @@
     };
     socket.onclose = (closed) => {
       socket = null;
-      setStatus("offline");
+      setStatus(closed.code === CLOSE_DEGRADED ? "degraded" : "offline");
       // 4401: the login session ended. The fragment answers with the login page, so the page
       // reloads to it instead of retrying a socket that will be refused.
       if (closed.code === 4401) refresh();

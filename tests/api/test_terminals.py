@@ -153,3 +153,25 @@ def test_a_boolean_filter_refuses_anything_but_true_or_false(store_a, api_a, val
 
     assert response.status_code == 400
     assert response.json()["message"] == "is_active: Enter true or false."
+
+
+def test_a_database_outage_is_503_service_unavailable_without_a_traceback(
+    store_a, api_a, monkeypatch, caplog
+):
+    from django.db import OperationalError
+
+    from posgateway.rest import terminals as views
+
+    def unreachable(user):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(views, "groups_for_user", unreachable)
+
+    response = api_a.get("/api/groups/")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "Service Unavailable",
+        "message": "Database unavailable, try again shortly",
+    }
+    assert not [r for r in caplog.records if r.exc_info]

@@ -241,14 +241,17 @@ def sqlite_deployment(**extra: str):
 
 
 @contextlib.contextmanager
-def production_deployment(*, redis_url: str | None = None, **extra: str):
+def production_deployment(
+    *, redis_url: str | None = None, postgres_server_url: str | None = None, **extra: str
+):
     """PostgreSQL + Redis as production runs them: a fresh database, a private layer prefix.
 
-    ``redis_url`` points the layer at another Redis (e.g. a test's own, to stop and restart).
+    ``redis_url`` points the layer at another Redis (e.g. a test's own, to stop and restart);
+    ``postgres_server_url`` the database at another PostgreSQL server (a test's own).
     """
     import psycopg
 
-    server_url = postgres_url()
+    server_url = postgres_server_url or postgres_url()
     layer_url = redis_url or default_redis_url()
     name = f"posgw_e2e_{uuid.uuid4().hex[:10]}"
     parsed = urlparse(server_url)

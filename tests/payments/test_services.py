@@ -481,22 +481,81 @@ def test_seq_increases_by_one_per_result_per_desktop(run, world):
     assert Device.objects.get(pk=desktop_2.pk).last_seq == 2
 
 
-def test_forward_failure_marks_the_payment_failed_and_tells_the_desktop(run, world):
+def due_now(model=Transaction) -> None:
+    """Time passes: every waiting retry is due."""
+    model.objects.filter(forward_retry_at__isnull=False).update(
+        forward_retry_at=timezone.now() - dt.timedelta(milliseconds=1)
+    )
+
+
+def test_a_refused_forward_keeps_the_payment_in_flight_and_is_retried(run, world):
     start(run, world)
     [(_, _, on_fail)] = run.raw
 
     run(on_fail)  # what the consumer runs when the channel layer refuses the forward
     sent = run.sent
-    run(payments.payment_forward_failed, group_id=world.group.pk, transaction_id="TXN-1")
 
-    assert txn().status == "FAILED"
-    assert events()[-1] == ("failed", "gateway", "IN_PROGRESS", "FAILED")
-    assert len([e for e in events() if e[0] == "failed"]) == 1
-    [(channel, complete)] = sent
-    assert channel == DESK
-    assert complete["action"] == "paymentComplete"
-    assert complete["paymentResponse"]["status"] == "FAILED"
-    assert run.sent == []  # the second call found nothing in flight
+    assert txn().status == "IN_PROGRESS"
+    assert txn().forward_retry_at is not None
+    assert events()[-1] == ("forward_refused", "gateway", "IN_PROGRESS", "IN_PROGRESS")
+    assert [frame for _, frame in sent if "action" in frame] == []  # the desktop is told nothing
+    assert payments.forwards_due() == []  # not due yet (FORWARD_RETRY_S)
+
+    due_now()
+    [(claim, event)] = payments.forwards_due()
+    frame = render(event)
+    assert (event.channel_name, frame["action"], frame["resent"]) == (
+        TERM,
+        "paymentRequest",
+        True,
+    )
+    assert frame["paymentRequest"]["transactionId"] == "TXN-1"
+    due_now()
+    [(again, _)] = payments.forwards_due()  # refused again (never confirmed): due again
+    assert again[1] == claim[1] + 1
+    payments.forwards_confirmed(claims=[again])
+    due_now()
+    assert payments.forwards_due() == []
+    assert txn().forward_retry_at is None
+    report(run, world)
+    assert txn().status == "SUCCESS"
+
+
+def test_a_retry_is_claimed_by_one_process(run, world):
+    start(run, world)
+    run(run.raw[0][2])
+    due_now()
+
+    first = payments.forwards_due()
+    second = payments.forwards_due()  # another process's sweep, right after
+
+    assert len(first) == 1
+    assert second == []
+
+
+def test_a_refused_forward_past_its_deadline_times_out_and_is_not_retried(run, world):
+    start(run, world)
+    run(run.raw[0][2])
+    due_now()
+    expire()
+
+    assert payments.forwards_due() == []
+    assert txn().forward_retry_at is None
+    run(payments.sweep_payment_timeouts)
+    assert txn().status == "TIMEOUT"
+
+
+def test_a_refused_forward_to_a_terminal_now_away_waits_for_its_connect(run, world):
+    start(run, world)
+    run(run.raw[0][2])
+    run(terminals.connection_close, connection_pk=world.term_conn.pk, code=1006)
+    due_now()
+
+    assert payments.forwards_due() == []
+    assert txn().forward_retry_at is None
+    # It is sent when the terminal connects, as any payment in flight.
+    [resent] = render(payments.in_flight_requests(terminal_pk=world.terminal.pk))
+    assert (resent["action"], resent["resent"]) == ("paymentRequest", True)
 
 
 # --- acknowledgements and redelivery ---------------------------------------------------------

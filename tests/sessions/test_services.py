@@ -1162,3 +1162,38 @@ def test_the_sweep_forgets_terminal_api_messages_older_than_48_hours():
         )
         is None
     )
+
+
+def test_a_display_request_the_channel_layer_refused_is_retried_until_handed_off(
+    world: World, django_capture_on_commit_callbacks
+) -> None:
+    outbox = Outbox()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.request_start(
+            kind=RequestKind.DISPLAY,
+            desktop=world.desktop,
+            desktop_connection_id=world.desktop_conn.connection_id,
+            terminal_id="TERM-1",
+            body={"requestId": "D-1", "lines": ["Hi"]},
+            outbox=outbox,
+        )
+    [(channel, _, on_fail)] = sent(outbox)[0]
+    assert channel == world.terminal_channel
+
+    on_fail(Outbox())  # the channel layer refused the hand-off
+    TerminalRequest.objects.update(forward_retry_at=timezone.now())
+    [(claim, event)] = services.forwards_due()
+
+    frame = render(event)
+    assert (event.channel_name, frame["action"], frame["requestId"], frame["resent"]) == (
+        world.terminal_channel,
+        "displayRequest",
+        "D-1",
+        True,
+    )
+    services.forwards_confirmed(claims=[claim])
+    TerminalRequest.objects.filter(forward_retry_at__isnull=False).update(
+        forward_retry_at=timezone.now()
+    )
+    assert services.forwards_due() == []
+    assert TerminalRequest.objects.get(request_id="D-1").status == "IN_PROGRESS"

@@ -426,6 +426,30 @@ async def test_server_side_failure_is_failed_to_process_message(ws_clients, stor
     await assert_still_open(desktop)
 
 
+async def test_a_database_outage_is_service_unavailable(ws_clients, store, monkeypatch):
+    from django.db import OperationalError
+
+    from payments import services as payment_services
+
+    def unreachable(**kwargs):
+        raise OperationalError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(payment_services, "payment_status", unreachable)
+    desktop, _ = await connect(ws_clients, store.desktop_key)
+
+    reply = await request(desktop, {"action": "getTransactionStatus", "transactionId": "TXN-1"})
+
+    assert_error(
+        reply,
+        "Service Unavailable",
+        "Database unavailable, try again shortly",
+        requestAction="getTransactionStatus",
+        transactionId="TXN-1",
+    )
+    assert "administrator" not in str(reply)
+    await assert_still_open(desktop)
+
+
 async def test_unknown_action_is_bad_request_naming_it(ws_clients, store):
     desktop, _ = await connect(ws_clients, store.desktop_key)
 
@@ -656,6 +680,118 @@ async def test_reconnecting_terminal_gets_the_payment_in_flight_again_marked_res
     assert again["action"] == "paymentRequest"
     assert again["resent"] is True
     assert again["paymentRequest"] == first["paymentRequest"]
+
+
+def live_channel(connection_id: str) -> str:
+    return Connection.objects.get(connection_id=connection_id).channel_name
+
+
+async def test_a_request_the_terminal_has_is_not_sent_again_when_the_channel_layer_is_back(
+    ws_clients, store
+):
+    # The terminal's process lost the channel layer and caught up when it came back: the
+    # payment its socket already had is not sent again (it was, marked resent).
+    terminal, hello, desktop, _ = await connect_pair(ws_clients, store)
+    await request(desktop, payment("TXN-1"))
+    assert (await terminal.receive_json_from(timeout=TIMEOUT))["action"] == "paymentRequest"
+
+    channel = await db(live_channel)(hello["connectionId"])
+    await get_channel_layer().send(channel, {"type": "gateway.catch_up"})
+
+    assert await terminal.receive_nothing(timeout=0.3)
+    await assert_still_open(terminal)
+
+
+async def test_the_first_send_held_up_in_an_outage_does_not_follow_the_recovery_resend(
+    ws_clients, store, monkeypatch
+):
+    # Issue 20: the first send of a payment is held up in the channel layer (Redis
+    # restarting) while the terminal's process catches up and re-sends it; then the first
+    # send gets through too. The terminal gets the payment once.
+    terminal, hello, desktop, _ = await connect_pair(ws_clients, store)
+    layer = get_channel_layer()
+    layer_send = layer.send
+    held: list[tuple[str, dict[str, Any]]] = []
+
+    async def held_up(channel: str, message: dict[str, Any]) -> None:
+        if (message.get("frame") or {}).get("action") == "paymentRequest":
+            held.append((channel, message))
+            return
+        await layer_send(channel, message)
+
+    monkeypatch.setattr(layer, "send", held_up)
+    accepted = await request(desktop, payment("TXN-1"))
+    assert accepted["action"] == "paymentAccepted", accepted
+    assert await terminal.receive_nothing(timeout=0.2)
+
+    channel = await db(live_channel)(hello["connectionId"])
+    await layer_send(channel, {"type": "gateway.catch_up"})
+    resent = await terminal.receive_json_from(timeout=TIMEOUT)
+    assert (resent["action"], resent["resent"]) == ("paymentRequest", True)
+    [(to, first_send)] = held
+    await layer_send(to, first_send)
+
+    assert await terminal.receive_nothing(timeout=0.3)
+    await terminal.send_json_to(result("TXN-1"))
+    complete = await desktop.receive_json_from(timeout=TIMEOUT)
+    assert complete["paymentResponse"]["status"] == "SUCCESS", complete
+
+
+async def sweep_once() -> None:
+    """One pass of a process's background sweep (timeouts, retried hand-offs)."""
+    from posgateway.gateway import background, connections
+    from posgateway.gateway.delivery import deliver
+
+    outbox = Outbox()
+    retries = await db(connections.sweep)(outbox=outbox)
+    await deliver(outbox)
+    await background.retry_forwards(retries)
+
+
+def retries_due_now() -> None:
+    Transaction.objects.filter(forward_retry_at__isnull=False).update(
+        forward_retry_at=timezone.now()
+    )
+
+
+async def test_a_payment_the_channel_layer_refuses_to_hand_off_is_accepted_and_retried(
+    ws_clients, store, monkeypatch
+):
+    # Issue 20: Redis is down when the payment is handed to the terminal's process. The
+    # desktop is answered paymentAccepted as usual; once the layer takes messages again, the
+    # sweep hands the payment off and the terminal gets it, once; its answer is the result.
+    terminal, _, desktop, _ = await connect_pair(ws_clients, store)
+    layer = get_channel_layer()
+    layer_send = layer.send
+    down = True
+
+    async def outage(channel: str, message: dict[str, Any]) -> None:
+        if down:
+            raise ConnectionError("Error 111 connecting to redis")
+        await layer_send(channel, message)
+
+    monkeypatch.setattr(layer, "send", outage)
+    accepted = await request(desktop, payment("TXN-1"))
+    assert accepted["action"] == "paymentAccepted", accepted
+    assert await terminal.receive_nothing(timeout=0.2)
+    await db(retries_due_now)()
+    await sweep_once()  # still down: refused again, nothing lost
+    assert await terminal.receive_nothing(timeout=0.2)
+    assert (await db(Transaction.objects.get)(transaction_id="TXN-1")).status == "IN_PROGRESS"
+
+    down = False
+    await db(retries_due_now)()
+    await sweep_once()
+    forwarded = await terminal.receive_json_from(timeout=TIMEOUT)
+    assert (forwarded["action"], forwarded["resent"]) == ("paymentRequest", True)
+    assert forwarded["paymentRequest"]["transactionId"] == "TXN-1"
+    await db(retries_due_now)()
+    await sweep_once()  # confirmed: not handed off again
+    assert await terminal.receive_nothing(timeout=0.2)
+
+    await terminal.send_json_to(result("TXN-1"))
+    complete = await desktop.receive_json_from(timeout=TIMEOUT)
+    assert complete["paymentResponse"]["status"] == "SUCCESS", complete
 
 
 # --- one connection per device, and live status pushed to desktops ---------------------------

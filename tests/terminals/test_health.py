@@ -41,3 +41,20 @@ async def test_healthz_is_503_naming_the_database_when_it_fails(monkeypatch, fai
 
     assert response.status_code == 503
     assert response.json() == {"status": "error", "database": "error", "channelLayer": "ok"}
+
+
+async def test_healthz_is_503_degraded_naming_the_channel_layer_and_what_waits(monkeypatch):
+    async def broken() -> None:
+        raise ConnectionError("redis refused")
+
+    monkeypatch.setattr(health, "_channel_layer_ok", broken)
+
+    response = await AsyncClient().get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "degraded",
+        "database": "ok",
+        "channelLayer": "error",
+        "forwardsWaiting": 0,
+    }
