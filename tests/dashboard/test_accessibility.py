@@ -42,7 +42,14 @@ from tests.dashboard.test_browser import (
 from tests.e2e.harness import PYTHON, deployment_for_this_run
 from tests.services import ROOT, missing
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+# production_pass_only: what axe and the keyboard find does not depend on the database; once
+# is enough (the PostgreSQL pass).
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.browser,
+    pytest.mark.production_pass_only,
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 AXE = ROOT / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"

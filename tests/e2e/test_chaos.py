@@ -778,6 +778,8 @@ async def _chaos(
 
 
 @pytest.mark.timeout(175)
+# Its own PostgreSQL + Redis deployment whichever pass runs: once, in the PostgreSQL pass.
+@pytest.mark.production_pass_only
 async def test_payments_survive_drops_a_killed_process_and_a_redis_restart(tmp_path):
     """2,000+ payments and refunds under faults: none lost, none doubled, none left hanging,
     no payment refunded beyond its amount but by a late success (flagged)."""

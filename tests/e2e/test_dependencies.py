@@ -167,6 +167,8 @@ def refused(action: str, tid: str) -> dict[str, str]:
 # --- Redis --------------------------------------------------------------------------------------
 
 
+# Its own PostgreSQL + Redis deployment whichever pass runs: once, in the PostgreSQL pass.
+@pytest.mark.production_pass_only
 @pytest.mark.timeout(150)
 async def test_redis_down_keeps_sockets_open_and_the_gateway_recovers_on_its_own(
     tmp_path, close_clients
@@ -330,6 +332,8 @@ async def retried_once_back(pos: Devices, deployment: Deployment) -> None:
     }
 
 
+# Its own PostgreSQL + Redis deployment whichever pass runs: once, in the PostgreSQL pass.
+@pytest.mark.production_pass_only
 @pytest.mark.timeout(150)
 async def test_database_down_is_service_unavailable_and_nothing_is_half_written(
     tmp_path, close_clients
@@ -484,6 +488,7 @@ class PgPair:
                 self.other_errors.append(frame)
 
 
+# Its own PostgreSQL + Redis deployment whichever pass runs: once, in the PostgreSQL pass.
 @pytest.mark.production_pass_only
 @pytest.mark.timeout(150)
 async def test_a_postgresql_restart_under_load_fails_no_payment(close_clients):

@@ -29,7 +29,10 @@ from tests.e2e.conftest import (
 from tests.e2e.harness import Server, production_deployment
 
 # server_dependent: two server processes behind one database and Redis, one of them killed.
+# production_pass_only: the cluster is its own PostgreSQL + Redis deployment whichever pass
+# runs, so the embedded pass would run exactly what the PostgreSQL pass runs.
 pytestmark = [
+    pytest.mark.production_pass_only,
     pytest.mark.e2e,
     pytest.mark.server_dependent,
     pytest.mark.production,
