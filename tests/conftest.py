@@ -7,9 +7,11 @@ from django.db import connections
 
 # A server refuses the public development key with DEBUG off (posgateway/asgi.py), and the tests
 # import the application in this process (conftests of the packages do, before any hook runs):
-# a random key of its own, as a deployment has.
+# a random key of its own, as a deployment has. In the environment too: the processes the tests
+# start (a `manage.py webhook_worker`, a server) must share it, or they could not decrypt the
+# webhook secrets this process stored (keys derived from SECRET_KEY).
 if settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY:
-    settings.SECRET_KEY = secrets.token_urlsafe(50)
+    settings.SECRET_KEY = os.environ["SECRET_KEY"] = secrets.token_urlsafe(50)
 
 
 def pytest_configure(config):

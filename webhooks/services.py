@@ -287,11 +287,15 @@ def _skip_locked() -> str:
     )
 
 
+# Picked, then marked, as deliveries are claimed (see _PICK).
+_DISPATCH_PICK = statement(
+    "SELECT {WebhookEvent.id} FROM {WebhookEvent} WHERE {WebhookEvent.dispatched} = %s"
+    " ORDER BY {WebhookEvent.created_at} LIMIT %s{{lock}}",
+    WebhookEvent,
+)
 _DISPATCH = statement(
     "UPDATE {WebhookEvent} SET {WebhookEvent.dispatched} = %s WHERE {WebhookEvent.id} IN"
-    " (SELECT {WebhookEvent.id} FROM {WebhookEvent} WHERE {WebhookEvent.dispatched} = %s"
-    " ORDER BY {WebhookEvent.created_at} LIMIT %s{{lock}}) AND {WebhookEvent.dispatched} = %s"
-    " RETURNING {WebhookEvent.id}",
+    " ({{ids}}) AND {WebhookEvent.dispatched} = %s RETURNING {WebhookEvent.id}",
     WebhookEvent,
 )
 
@@ -304,8 +308,20 @@ def events_dispatch(*, render: Callable[[WebhookEvent], str], limit: int = 100) 
         return 0  # a read: an idle worker takes no write lock
     now = timezone.now()
     with transaction.atomic():
-        taken = _execute(
-            _DISPATCH.format(lock=_skip_locked()), [True, False, limit, False], fetch="all"
+        picked = [
+            pk
+            for (pk,) in _execute(
+                _DISPATCH_PICK.format(lock=_skip_locked()), [False, limit], fetch="all"
+            )
+        ]
+        taken = (
+            _execute(
+                _DISPATCH.format(ids=", ".join(["%s"] * len(picked))),
+                [True, *picked, False],
+                fetch="all",
+            )
+            if picked
+            else []
         )
         if not taken:
             return 0
@@ -370,16 +386,23 @@ def due_endpoints(*, limit: int = 200) -> list[int]:
     return list(rows)
 
 
+# Two statements in one transaction, not ``UPDATE … WHERE id IN (SELECT … LIMIT n FOR UPDATE
+# SKIP LOCKED)``: PostgreSQL may run such a subquery more than once, each run skipping the rows
+# the last one locked, and so update more than n rows (a worker then sent more than its slots).
+_PICK = statement(
+    "SELECT d.{WebhookDelivery.id} FROM {WebhookDelivery} d"
+    " WHERE d.{WebhookDelivery.endpoint} = %s AND d.{WebhookDelivery.status} IN (%s, %s)"
+    " AND d.{WebhookDelivery.next_attempt_at} <= %s"
+    " AND (d.{WebhookDelivery.lease_until} IS NULL OR d.{WebhookDelivery.lease_until} < %s)"
+    " ORDER BY d.{WebhookDelivery.next_attempt_at}, d.{WebhookDelivery.id} LIMIT %s{{lock}}",
+    WebhookDelivery,
+)
 _CLAIM = statement(
     "UPDATE {WebhookDelivery} SET {WebhookDelivery.lease_until} = %s,"
     " {WebhookDelivery.lease_owner} = %s,"
     " {WebhookDelivery.attempts} = {WebhookDelivery.attempts} + 1,"
     " {WebhookDelivery.updated_at} = %s"
-    " WHERE {WebhookDelivery.id} IN (SELECT d.{WebhookDelivery.id} FROM {WebhookDelivery} d"
-    " WHERE d.{WebhookDelivery.endpoint} = %s AND d.{WebhookDelivery.status} IN (%s, %s)"
-    " AND d.{WebhookDelivery.next_attempt_at} <= %s"
-    " AND (d.{WebhookDelivery.lease_until} IS NULL OR d.{WebhookDelivery.lease_until} < %s)"
-    " ORDER BY d.{WebhookDelivery.next_attempt_at}, d.{WebhookDelivery.id} LIMIT %s{{lock}})"
+    " WHERE {WebhookDelivery.id} IN ({{ids}})"
     " AND {WebhookDelivery.status} IN (%s, %s)"
     " AND ({WebhookDelivery.lease_until} IS NULL OR {WebhookDelivery.lease_until} < %s)"
     " RETURNING {WebhookDelivery.id}, {WebhookDelivery.attempts}",
@@ -396,9 +419,19 @@ def deliveries_claim(*, endpoint_pk: int, owner: str, limit: int) -> list[Claim]
     until = _dt(now + dt.timedelta(seconds=settings.WEBHOOK_LEASE_S))
     due = [str(s) for s in DUE_STATUSES]
     with transaction.atomic():
+        picked = [
+            pk
+            for (pk,) in _execute(
+                _PICK.format(lock=_skip_locked()),
+                [endpoint_pk, *due, stamp, stamp, limit],
+                fetch="all",
+            )
+        ]
+        if not picked:
+            return []
         rows = _execute(
-            _CLAIM.format(lock=_skip_locked()),
-            [until, owner, stamp, endpoint_pk, *due, stamp, stamp, limit, *due, stamp],
+            _CLAIM.format(ids=", ".join(["%s"] * len(picked))),
+            [until, owner, stamp, *picked, *due, stamp],
             fetch="all",
         )
         if not rows:

@@ -31,12 +31,17 @@ pytestmark = [
 EVENTS = 300
 
 
+WORKER_APP = "posgw-test-webhook-worker"
+
+
 def database_url() -> str:
     s = connection.settings_dict
     auth = quote(s["USER"] or "")
     if s["PASSWORD"]:
         auth += ":" + quote(s["PASSWORD"])
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    host = f"{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}"
+    # Named, so that only the workers' sessions are waited for (not this process's others).
+    return f"postgres://{auth}@{host}/{s['NAME']}?application_name={WORKER_APP}"
 
 
 def start_worker(name: str, log, **env: str) -> subprocess.Popen:
@@ -87,7 +92,8 @@ def sessions_gone() -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND pid <> pg_backend_pid()"
+                " AND pid <> pg_backend_pid() AND application_name = %s",
+                [WORKER_APP],
             )
             return cursor.fetchone()[0]
 
